@@ -1,0 +1,75 @@
+"""Self-describing checkpoints: weights + config + permutation + training state.
+
+A checkpoint is one ``torch.save`` file holding only tensors and plain Python
+values, so it loads with ``torch.load(weights_only=True)``: nothing in it can
+run code. The model is rebuilt from the stored config and loaded strictly.
+
+Keys: format, format_version, model_config, train_config, permutation (int64
+[784] or None), model (state_dict), optimizer (state_dict), step (steps done),
+best (dict: step, val_accuracy), rng (torch RNG state), elapsed_s.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .files import atomic_path
+from .model import DilatedRNNClassifier, ModelConfig
+
+FORMAT = "dilated-rnn-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("model_config", "model", "permutation")
+
+
+def save_checkpoint(path, payload: dict) -> None:
+    """Write ``payload`` (see module doc) atomically, stamped with the format and version."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path) -> dict:
+    """Load and validate a checkpoint without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable dilated-rnn checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not a dilated-rnn checkpoint (no '{FORMAT}' format tag)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path}: checkpoint format version {ckpt.get('format_version')!r}, "
+            f"this version of dilated-rnn reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path="checkpoint") -> DilatedRNNClassifier:
+    """Rebuild the classifier from the stored config and load its weights strictly."""
+    try:
+        model = DilatedRNNClassifier.from_config(ModelConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"], strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: weights do not match the stored model config ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def permutation_from_checkpoint(ckpt: dict, path="checkpoint") -> torch.Tensor | None:
+    perm = ckpt["permutation"]
+    if perm is None:
+        return None
+    if not isinstance(perm, torch.Tensor) or sorted(perm.tolist()) != list(range(len(perm))):
+        raise UserError(f"{path}: stored pixel permutation is not a permutation")
+    return perm.long()

@@ -1,0 +1,55 @@
+"""Evaluation of a classifier on a split: accuracy, loss, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data import Split, to_sequences
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, permutation=None, batch_size: int = 1000, device="cpu"):
+    """Logits [N, K] (float32, on the CPU) for uint8 images [N, 784] in natural pixel order."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = to_sequences(images[start : start + batch_size], permutation).to(device)
+        chunks.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Accuracy, mean cross-entropy, per-class accuracy and confusion matrix (rows: true class)."""
+    pred = logits.argmax(dim=1)
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    support = confusion.sum(dim=1)
+    per_class = (confusion.diagonal() / support.clamp(min=1)).tolist()
+    return {
+        "num_examples": len(labels),
+        "accuracy": (pred == labels).float().mean().item(),
+        "loss": nn.functional.cross_entropy(logits, labels).item(),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(model: nn.Module, split: Split, permutation=None, batch_size: int = 1000, device="cpu") -> dict:
+    logits = predict_logits(model, split.images, permutation, batch_size, device)
+    return classification_report(logits, split.labels, model.config.num_classes)
+
+
+def format_report(report: dict, title: str) -> str:
+    """A one-screen text summary of ``classification_report``'s output."""
+    lines = [
+        title,
+        f"  examples  {report['num_examples']}",
+        f"  accuracy  {100 * report['accuracy']:.2f}%",
+        f"  loss      {report['loss']:.4f}",
+        "  per class " + " ".join(f"{c}:{100 * a:.1f}" for c, a in enumerate(report["per_class_accuracy"])),
+        "  confusion (rows true, columns predicted)",
+    ]
+    lines += ["    " + " ".join(f"{v:5d}" for v in row) for row in report["confusion_matrix"]]
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""Dilated recurrent neural networks.
+
+S. Chang, Y. Zhang, W. Han, M. Yu, X. Guo, W. Tan, X. Cui, M. Witbrock,
+M. Hasegawa-Johnson, T. S. Huang. "Dilated Recurrent Neural Networks",
+NeurIPS 2017, arXiv:1710.02224.
+
+Glossary (code letter -> paper symbol)
+  B   batch size
+  T   sequence length (784 for pixel MNIST)
+  F   input features per step (1 for pixel MNIST)
+  H   hidden units of a layer (H_l for layer l; the paper's hidden_structs)
+  d   dilation of a layer, d_l = s^(l) in the paper; d0 = the first layer's
+  R   number of chains a layer computes (residues t mod d)
+  n   steps per chain
+  K   number of classes
+
+Layer l is a dilated recurrent layer (paper eq. 1):
+
+    c_t^(l) = f(c_t^(l-1), c_{t-d_l}^(l)),   c_t^(-1) = x_t,
+
+with a zero state for t < d_l. ``f`` is a plain ``rnn`` (tanh), ``lstm`` or
+``gru`` cell; for the LSTM the state is the pair (h, c) and the output is h.
+The steps with the same residue t mod d form an independent chain, a plain
+RNN over x_r, x_{r+d}, x_{r+2d}, ... A sequence whose length is not a
+multiple of d is zero-padded at the end (the paper's padding): padded steps
+come after every real step of a chain, so they never change a real output.
+
+Two ways to run the stack, with identical results:
+
+* ``DilatedRNN.forward`` computes every step: each layer folds its d chains
+  into the batch and runs one fused cuDNN/oneDNN-style RNN call over B*d rows.
+* ``DilatedRNN.outputs_at`` computes only the steps that the requested
+  outputs depend on (``pruning.plan_outputs``). A classifier reads the last
+  step only; with nested dilations (each divides the next) layer l then needs
+  the single chain t = T-1 (mod d_l): 1,568 cell steps per 784-pixel image
+  for dilations 1..256 instead of 7,056.
+
+Initialisation follows the TensorFlow recipe of the paper's code (see
+``init_cell_`` and ``DilatedRNNClassifier.reset_parameters``). Cells use
+PyTorch's gate order and GRU formulation (the candidate applies the reset gate
+after the recurrent matrix product, as cuDNN does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .pruning import plan_outputs
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a ``DilatedRNNClassifier``; validated on construction."""
+
+    input_size: int = 1
+    hidden_sizes: tuple[int, ...] = (20,) * 9
+    dilations: tuple[int, ...] = tuple(2**i for i in range(9))
+    cell: str = "lstm"
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        object.__setattr__(self, "cell", str(self.cell).lower())
+        validate_stack(self.input_size, self.hidden_sizes, self.dilations, self.cell)
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def validate_stack(input_size: int, hidden_sizes, dilations, cell: str) -> None:
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
+    if input_size < 1:
+        raise ValueError(f"input_size must be positive, got {input_size}")
+    if len(hidden_sizes) == 0:
+        raise ValueError("at least one layer is needed (hidden_sizes is empty)")
+    if len(hidden_sizes) != len(dilations):
+        raise ValueError(
+            f"one dilation per layer expected: {len(hidden_sizes)} hidden sizes "
+            f"but {len(dilations)} dilations"
+        )
+    if any(h < 1 for h in hidden_sizes):
+        raise ValueError(f"hidden sizes must be positive, got {list(hidden_sizes)}")
+    if any(d < 1 for d in dilations):
+        raise ValueError(f"dilations must be positive, got {list(dilations)}")
+
+
+def init_cell_(rnn: nn.RNNBase, cell: str) -> None:
+    """TensorFlow's initialisation of a one-layer cell, in PyTorch's layout.
+
+    TF keeps one kernel [F+H, G*H] over the concatenated (x, h) and draws it
+    Glorot-uniform, so W_ih and W_hh share the bound sqrt(6 / (F + H + G*H)).
+    LSTM: zero biases plus forget-gate bias 1 (BasicLSTMCell's forget_bias).
+    GRU: TF's gate kernel [F+H, 2H] and candidate kernel [F+H, H] have their
+    own bounds; gate biases 1, candidate bias 0 (GRUCell's defaults).
+    RNN: Glorot-uniform, zero bias.
+    """
+    F, H = rnn.input_size, rnn.hidden_size
+    with torch.no_grad():
+        if cell == "gru":
+            blocks = [(0, 2 * H, math.sqrt(6 / (F + 3 * H))), (2 * H, 3 * H, math.sqrt(6 / (F + 2 * H)))]
+        else:
+            G = GATES[cell]
+            blocks = [(0, G * H, math.sqrt(6 / (F + H + G * H)))]
+        for w in (rnn.weight_ih_l0, rnn.weight_hh_l0):
+            for lo, hi, bound in blocks:
+                w[lo:hi].uniform_(-bound, bound)
+        rnn.bias_ih_l0.zero_()
+        rnn.bias_hh_l0.zero_()
+        if cell == "lstm":
+            rnn.bias_ih_l0[H : 2 * H] = 1.0  # gate order i, f, g, o
+        elif cell == "gru":
+            rnn.bias_ih_l0[: 2 * H] = 1.0  # gate order r, z, n
+
+
+class DilatedRNN(nn.Module):
+    """A stack of dilated recurrent layers. Input [B, T, F], batch first."""
+
+    def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm"):
+        super().__init__()
+        cell = cell.lower()
+        hidden_sizes, dilations = tuple(hidden_sizes), tuple(dilations)
+        validate_stack(input_size, hidden_sizes, dilations, cell)
+        self.cell = cell
+        self.dilations = dilations
+        self.hidden_sizes = hidden_sizes
+        sizes = (input_size,) + hidden_sizes
+        # Parameters depend on sizes and cell only, never on the dilations.
+        self.layers = nn.ModuleList(
+            CELLS[cell](sizes[i], sizes[i + 1], batch_first=True) for i in range(len(hidden_sizes))
+        )
+        self._index_cache: dict = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            init_cell_(layer, self.cell)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every step of the top layer: [B, T, F] -> [B, T, H_top]."""
+        B, T, _ = x.shape
+        h = x
+        for layer, d in zip(self.layers, self.dilations):
+            n = -(-T // d)  # steps per chain, ceil(T / d)
+            h = nn.functional.pad(h, (0, 0, 0, n * d - T))  # [B, n*d, F_l], zeros at the end
+            # Step k*d + r goes to chain r: [B, n, d, F_l] -> [B, d, n, F_l] -> [B*d, n, F_l]
+            h = h.reshape(B, n, d, -1).transpose(1, 2).reshape(B * d, n, -1)
+            h, _ = layer(h)  # [B*d, n, H_l]
+            # Back to time order: [B, d, n, H_l] -> [B, n, d, H_l] -> [B, n*d, H_l] -> [B, T, H_l]
+            h = h.reshape(B, d, n, -1).transpose(1, 2).reshape(B, n * d, -1)[:, :T]
+        return h
+
+    def outputs_at(self, x: torch.Tensor, steps) -> torch.Tensor:
+        """Top-layer outputs at ``steps`` only: [B, T, F] -> [B, len(steps), H_top].
+
+        Equal to ``forward(x)[:, steps]`` but computes only the chains those
+        outputs depend on.
+        """
+        B, T, _ = x.shape
+        layers_plan, readout = self._indices(T, tuple(steps), x.device)
+        h = x
+        for layer, (gather, R, n, padded) in zip(self.layers, layers_plan):
+            if padded:  # one zero row at index len(h) stands for every padded step
+                h = torch.cat([h, h.new_zeros(B, 1, h.shape[2])], dim=1)
+            # The chains' inputs, chain-major: [B, R*n, F_l] -> [B*R, n, F_l]
+            h = h.index_select(1, gather).reshape(B * R, n, -1)
+            h, _ = layer(h)  # [B*R, n, H_l]
+            h = h.reshape(B, R * n, -1)  # outputs at the layer's plan positions
+        return h.index_select(1, readout)  # [B, len(steps), H_top]
+
+    def _indices(self, T: int, steps: tuple[int, ...], device: torch.device):
+        key = (T, steps, str(device))
+        if key not in self._index_cache:
+            plan = plan_outputs(T, self.dilations, steps)
+            layers_plan = [
+                (torch.tensor(lp.gather, device=device), len(lp.residues), lp.length, lp.padded)
+                for lp in plan.layers
+            ]
+            self._index_cache[key] = (layers_plan, torch.tensor(plan.readout, device=device))
+        return self._index_cache[key]
+
+
+class DilatedRNNClassifier(nn.Module):
+    """Sequence classifier: logits [B, K] from the top layer's last step.
+
+    When the first dilation d0 > 1 the stack is d0 interleaved sub-networks,
+    so the readout concatenates the last d0 top-layer outputs (the paper's
+    generalised DilatedRNN): the linear head sees d0 * H_top features, in time
+    order. Forward computes only the chains that readout needs.
+    """
+
+    def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm", num_classes: int = 10):
+        super().__init__()
+        self.config = ModelConfig(input_size, tuple(hidden_sizes), tuple(dilations), cell, num_classes)
+        self.rnn = DilatedRNN(input_size, hidden_sizes, dilations, cell)
+        self.readout_steps = self.config.dilations[0]
+        self.head = nn.Linear(self.readout_steps * self.config.hidden_sizes[-1], num_classes)
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | dict) -> "DilatedRNNClassifier":
+        if isinstance(config, dict):
+            config = ModelConfig(**config)
+        return cls(config.input_size, config.hidden_sizes, config.dilations, config.cell, config.num_classes)
+
+    def reset_parameters(self) -> None:
+        self.rnn.reset_parameters()
+        # The paper's code draws the output layer from a standard normal.
+        nn.init.normal_(self.head.weight)
+        nn.init.normal_(self.head.bias)
+
+    def _steps(self, T: int) -> range:
+        if T < self.readout_steps:
+            raise ValueError(f"sequence of {T} steps is shorter than the readout's {self.readout_steps}")
+        return range(T - self.readout_steps, T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> logits [B, K], computing only the needed chains."""
+        B = x.shape[0]
+        h = self.rnn.outputs_at(x, self._steps(x.shape[1]))  # [B, d0, H_top]
+        return self.head(h.reshape(B, -1))  # [B, d0*H_top] -> [B, K]
+
+    def forward_full(self, x: torch.Tensor) -> torch.Tensor:
+        """The same logits from the full computation of every step (slow)."""
+        B, T, _ = x.shape
+        h = self.rnn(x)[:, self._steps(T)]  # [B, d0, H_top]
+        return self.head(h.reshape(B, -1))

@@ -1,0 +1,68 @@
+"""Optimizers and learning-rate schedules for training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+OPTIMIZERS = ("rmsprop", "adam")
+SCHEDULES = ("constant", "cosine")
+
+
+class TFRMSprop(torch.optim.Optimizer):
+    """RMSProp as TensorFlow 1's ``tf.train.RMSPropOptimizer`` (the paper's optimizer).
+
+    It differs from ``torch.optim.RMSprop`` in two ways that matter early in
+    training: the mean square starts at 1 (not 0), so the first steps are
+    about lr * g rather than lr * sign(g); and epsilon sits inside the root.
+
+        ms  <- decay * ms + (1 - decay) * g^2
+        mom <- momentum * mom + lr * g / sqrt(ms + eps)
+        p   <- p - mom
+    """
+
+    def __init__(self, params, lr: float = 1e-3, decay: float = 0.9, momentum: float = 0.0, eps: float = 1e-10):
+        if lr <= 0 or not 0 <= decay < 1 or not 0 <= momentum < 1 or eps < 0:
+            raise ValueError(f"bad RMSProp settings lr={lr} decay={decay} momentum={momentum} eps={eps}")
+        super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["ms"] = torch.ones_like(p)
+                    state["mom"] = torch.zeros_like(p)
+                ms, mom, g = state["ms"], state["mom"], p.grad
+                ms.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
+                mom.mul_(group["momentum"]).addcdiv_(g, ms.add(group["eps"]).sqrt_(), value=group["lr"])
+                p.sub_(mom)
+        return loss
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+    if name == "rmsprop":
+        return TFRMSprop(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based): linear warm-up, then the schedule."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")

@@ -1,0 +1,233 @@
+"""Training: a step, a validation pass, and the loop that runs and checkpoints them.
+
+A run directory holds:
+  config.json     model and training config
+  metrics.jsonl   one JSON record per logged step (train loss; validation when evaluated)
+  last.pt         the latest state (for --resume)
+  best.pt         the state with the best validation accuracy so far
+  test.json       the best checkpoint's test-set report, written at the end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint, save_checkpoint
+from .data import Split, batch_indices, pixel_permutation, to_sequences
+from .errors import UserError
+from .evaluate import evaluate
+from .files import append_jsonl, read_jsonl, write_json, write_jsonl
+from .model import DilatedRNNClassifier, ModelConfig
+from .optim import OPTIMIZERS, SCHEDULES, lr_factor, make_optimizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are the reference's: batch 128, lr 1e-3, RMSProp, 30,000 steps, seed 92916."""
+
+    steps: int = 30000
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "rmsprop"
+    momentum: float = 0.0
+    clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    schedule: str = "constant"
+    warmup: int = 0
+    permute: bool = False
+    seed: int = 92916
+    eval_every: int = 1000
+    log_every: int = 100
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if self.clip < 0 or self.warmup < 0:
+            raise ValueError("clip and warmup must be non-negative")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0) -> float:
+    """One optimisation step on a batch; returns the loss as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _state(model, optimizer, step, best, cfg: TrainConfig, permutation, elapsed) -> dict:
+    return {
+        "model_config": model.config.to_dict(),
+        "train_config": asdict(cfg),
+        "permutation": permutation,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "best": dict(best),
+        "rng": {"torch": torch.get_rng_state()},
+        "elapsed_s": elapsed,
+    }
+
+
+def train(
+    run_dir,
+    splits: dict[str, Split],
+    model_config: ModelConfig | None = None,
+    cfg: TrainConfig | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train (or resume) a run in ``run_dir``; returns a summary with the best checkpoint's test report.
+
+    ``stop_after`` ends this call after that many more steps, saving
+    ``last.pt`` without finishing the run. Ctrl+C finishes the step in flight,
+    saves ``last.pt`` and raises ``KeyboardInterrupt``.
+    """
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    if resume:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        cfg = TrainConfig.from_dict(ckpt["train_config"])
+        model = model_from_checkpoint(ckpt, run_dir / "last.pt")
+        permutation = permutation_from_checkpoint(ckpt)
+        start, best, elapsed = ckpt["step"], ckpt["best"], ckpt["elapsed_s"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        # Records logged after the checkpoint are replayed, so drop them.
+        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= start]
+        write_jsonl(run_dir / "metrics.jsonl", kept)
+    else:
+        model_config = model_config or ModelConfig()
+        cfg = cfg or TrainConfig()
+        if (run_dir / "last.pt").exists():
+            raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
+        torch.manual_seed(cfg.seed)
+        model = DilatedRNNClassifier.from_config(model_config)
+        permutation = pixel_permutation(cfg.seed) if cfg.permute else None
+        start, best, elapsed = 0, {"step": 0, "val_accuracy": -1.0}, 0.0
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
+    model.to(dev).train()
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
+    if resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+
+    train_split, val_split = splits["train"], splits["val"]
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    t0 = time.perf_counter() - elapsed
+    loss_sum, loss_count, done = 0.0, 0, start
+
+    def save(name):
+        state = _state(model, optimizer, done, best, cfg, permutation, time.perf_counter() - t0)
+        save_checkpoint(run_dir / name, state)
+
+    with _progress(start, cfg.steps, progress) as bar, _deferred_interrupt() as interrupted:
+        while done < end:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg.schedule, done, cfg.steps, cfg.warmup)
+            idx = batch_indices(len(train_split), cfg.batch_size, done, cfg.seed)
+            x = to_sequences(train_split.images[idx], permutation).to(dev)
+            loss = train_step(model, optimizer, x, train_split.labels[idx].to(dev), cfg.clip)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: loss {loss} at step {done + 1}; "
+                    f"{run_dir / 'last.pt'} keeps the last good state"
+                )
+            done += 1
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            evaluate_now = done % cfg.eval_every == 0 or done == cfg.steps
+            if evaluate_now or done % cfg.log_every == 0:
+                record = {"step": done, "train_loss": loss_sum / loss_count,
+                          "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
+                loss_sum, loss_count = 0.0, 0
+                if evaluate_now:
+                    val = evaluate(model, val_split, permutation, cfg.eval_batch_size, dev)
+                    record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                    if val["accuracy"] > best["val_accuracy"]:
+                        best = {"step": done, "val_accuracy": val["accuracy"]}
+                        save("best.pt")
+                    save("last.pt")
+                    bar.write(f"step {done}: val accuracy {100 * val['accuracy']:.2f}%, loss {val['loss']:.4f}")
+                append_jsonl(run_dir / "metrics.jsonl", record)
+            if interrupted():
+                save("last.pt")
+                raise KeyboardInterrupt
+    if done < cfg.steps:
+        save("last.pt")
+        return {"run_dir": str(run_dir), "step": done, "finished": False, "best": best}
+    return finish(run_dir, splits, cfg.eval_batch_size, dev)
+
+
+def finish(run_dir: Path, splits: dict[str, Split], batch_size: int, dev) -> dict:
+    """Test-set report of the best checkpoint, written to ``test.json``."""
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    model = model_from_checkpoint(ckpt, run_dir / "best.pt").to(dev)
+    report = evaluate(model, splits["test"], permutation_from_checkpoint(ckpt), batch_size, dev)
+    last = load_checkpoint(run_dir / "last.pt")
+    summary = {
+        "run_dir": str(run_dir),
+        "step": last["step"],
+        "finished": True,
+        "best": ckpt["best"],
+        "train_seconds": last["elapsed_s"],
+        "test": report,
+    }
+    write_json(run_dir / "test.json", summary)
+    return summary
+
+
+def _progress(start: int, total: int, enabled: bool) -> tqdm:
+    return tqdm(initial=start, total=total, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn Ctrl+C into a flag the loop checks between steps, so a save never sees a half-done step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    flag = []
+    previous = signal.signal(signal.SIGINT, lambda *_: flag.append(True))
+    try:
+        yield lambda: bool(flag)
+    finally:
+        signal.signal(signal.SIGINT, previous)

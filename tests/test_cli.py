@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from dilated_rnn.cli import main
+
+SMALL = ["--hidden-sizes", "8", "--dilations", "1,4,16", "--train-limit", "256", "--val-limit", "100",
+         "--test-limit", "100", "--eval-every", "4", "--no-progress", "--threads", "1"]
+
+
+def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--run-dir", str(run), "--steps", "8", "--batch-size", "32", "--data-dir", str(mnist_dir), *SMALL])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion" in out
+    summary = json.loads((run / "test.json").read_text())
+    assert summary["test"]["num_examples"] == 100
+    rc = main(["evaluate", str(run / "best.pt"), "--split", "val", "--limit", "300", "--data-dir", str(mnist_dir)])
+    assert rc == 0
+    report = json.loads((run / "eval-val.json").read_text())
+    assert report["split"] == "val" and report["num_examples"] == 300
+    assert sum(map(sum, report["confusion_matrix"])) == 300
+
+
+def test_reference_flags_are_accepted(tmp_path, mnist_dir):
+    run = tmp_path / "gru"
+    rc = main(["train", "-type", "GRU", "-epoch", "4", "-batch_size", "16", "-lr", "0.002",
+               "--run-dir", str(run), "--data-dir", str(mnist_dir), *SMALL])
+    assert rc == 0
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["model"]["cell"] == "gru"
+    assert (stored["train"]["steps"], stored["train"]["batch_size"], stored["train"]["lr"]) == (4, 16, 0.002)
+
+
+def test_resume_flag_continues_a_run(tmp_path, mnist_dir):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--steps", "4", "--batch-size", "16", "--data-dir", str(mnist_dir), *SMALL]) == 0
+    assert main(["train", "--resume", str(run), "--data-dir", str(mnist_dir), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--dilations", "1,2", "--hidden-sizes", "8,8,8"], "one dilation per layer"),
+        (["train", "--dilations", "1,0"], "dilations must be positive"),
+        (["train", "--steps", "0"], "steps must be positive"),
+        (["evaluate", "nope.pt"], "nope.pt: no such checkpoint"),
+        (["train", "--resume", "no-such-run"], "no-such-run/last.pt: no such checkpoint"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args, message, capsys, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(args + ["--data-dir", str(mnist_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unknown_cell_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-type", "transformer"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err

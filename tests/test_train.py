@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+
+import dilated_rnn.train
+
+from dilated_rnn.checkpoint import load_checkpoint
+from dilated_rnn.model import ModelConfig
+from dilated_rnn.train import TrainConfig, TrainingDiverged, train
+
+TINY = ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 4, 16), cell="lstm")
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"steps": 12, "batch_size": 32, "eval_every": 6, "log_every": 3, "lr": 3e-3, **kw})
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_training_runs_logs_checkpoints_and_reports(tmp_path, small_mnist):
+    result = train(tmp_path / "run", small_mnist, TINY, _cfg(), device="cpu", progress=False)
+    assert result["finished"] and result["step"] == 12
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test"]["num_examples"] == 200
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "test.json"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6, 9, 12]
+    assert [("val_accuracy" in r) for r in records] == [False, True, False, True]
+    assert json.loads((tmp_path / "run" / "test.json").read_text())["test"] == result["test"]
+
+
+def test_loss_falls_on_real_digits(tmp_path, small_mnist):
+    cfg = _cfg(steps=60, eval_every=60, log_every=20, lr=1e-2, optimizer="adam")
+    train(tmp_path / "run", small_mnist, ModelConfig(hidden_sizes=(16,), dilations=(1,), cell="gru"), cfg,
+          device="cpu", progress=False)
+    losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_same_seed_same_weights(tmp_path, small_mnist):
+    for name in ("a", "b"):
+        train(tmp_path / name, small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
+    for key, value in _weights(tmp_path / "a" / "last.pt").items():
+        assert torch.equal(value, _weights(tmp_path / "b" / "last.pt")[key])
+    train(tmp_path / "c", small_mnist, TINY, _cfg(steps=6, seed=5), device="cpu", progress=False)
+    assert not torch.equal(_weights(tmp_path / "c" / "last.pt")["head.weight"],
+                           _weights(tmp_path / "a" / "last.pt")["head.weight"])
+
+
+@pytest.mark.parametrize("permute", [False, True])
+def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute):
+    cfg = _cfg(permute=permute, optimizer="rmsprop", momentum=0.9, schedule="cosine", warmup=2, clip=1.0)
+    train(tmp_path / "whole", small_mnist, TINY, cfg, device="cpu", progress=False)
+    part = train(tmp_path / "split", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=5)
+    assert not part["finished"] and load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 5
+    train(tmp_path / "split", small_mnist, device="cpu", resume=True, progress=False, stop_after=4)
+    train(tmp_path / "split", small_mnist, device="cpu", resume=True, progress=False)
+    whole, split = (load_checkpoint(tmp_path / r / "last.pt") for r in ("whole", "split"))
+    for key, value in whole["model"].items():
+        assert torch.equal(value, split["model"][key]), key
+    assert whole["best"] == split["best"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 6, 9, 12]
+
+
+def test_permutation_travels_in_the_checkpoint(tmp_path, small_mnist):
+    train(tmp_path / "p", small_mnist, TINY, _cfg(steps=6, permute=True), device="cpu", progress=False)
+    ckpt = load_checkpoint(tmp_path / "p" / "best.pt")
+    assert ckpt["permutation"] is not None and ckpt["train_config"]["permute"] is True
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_path, small_mnist, monkeypatch):
+    real_step = dilated_rnn.train.train_step
+    calls = []
+
+    def step_then_nan(*args):
+        calls.append(1)
+        loss = real_step(*args)
+        return float("nan") if len(calls) > 7 else loss
+
+    monkeypatch.setattr(dilated_rnn.train, "train_step", step_then_nan)
+    with pytest.raises(TrainingDiverged, match="loss nan at step 8"):
+        train(tmp_path / "d", small_mnist, TINY, _cfg(), device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "d" / "last.pt")["step"] == 6
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
+    train(tmp_path / "r", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
+    with pytest.raises(Exception, match="already holds a run"):
+        train(tmp_path / "r", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
