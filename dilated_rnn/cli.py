@@ -79,6 +79,58 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON report path (default: <checkpoint dir>/eval-<split>.json)")
     _add_data_flags(e)
     e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch",
+                       formatter_class=fmt, allow_abbrev=False)
+    x.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by drnn train")
+    x.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    x.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="weights and compute")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset; 11 for the Ascend ATC tool")
+    x.add_argument("--input-name", default="Placeholder", help="input tensor name")
+    x.add_argument("--output-name", default="the_outputs", help="output tensor name")
+    x.add_argument("--check-images", type=int, default=512, help="test images used for the parity check")
+    _add_data_flags(x)
+    x.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("make-bins", help="write a split as one .bin per image plus labels.npy",
+                       formatter_class=fmt, allow_abbrev=False)
+    b.add_argument("-o", "--output", type=Path, required=True, help="new folder to create")
+    b.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
+    b.add_argument("--limit", type=int, default=None, help="only the first N images")
+    _add_data_flags(b)
+    b.set_defaults(func=cmd_make_bins)
+
+    i = sub.add_parser("infer", help="run a model over a folder of .bin inputs", formatter_class=fmt,
+                       allow_abbrev=False)
+    i.add_argument("model", type=Path, help=".onnx file (ONNX Runtime) or .pt checkpoint (PyTorch)")
+    i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (784 float32 each)")
+    i.add_argument("-o", "--output", type=Path, required=True, help="folder for NNNNN_output_0.bin files")
+    i.add_argument("--batch-size", type=int, default=256, help="1 measures per-image latency")
+    i.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    i.add_argument("--output-dtype", choices=("fp32", "fp16"), default="fp32", help="dtype of the logits files")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+    i.set_defaults(func=cmd_infer)
+
+    a = sub.add_parser("accuracy", help="accuracy of a folder of outputs against labels.npy",
+                       formatter_class=fmt, allow_abbrev=False)
+    a.add_argument("output_dir", type=Path, help="folder of NNNNN_output_0.bin files")
+    a.add_argument("labels", type=Path, help="labels.npy: class indices or one-hot rows")
+    a.add_argument("--dtype", choices=("auto", "fp32", "fp16"), default="auto", help="dtype of the outputs")
+    a.add_argument("--num-classes", type=int, default=10, help="logits per output file")
+    a.add_argument("-o", "--report", type=Path, default=None, help="JSON path (default: OUTPUT_DIR/accuracy.json)")
+    a.set_defaults(func=cmd_accuracy)
+
+    q = sub.add_parser("pipeline", help="export fp32/fp16/int8, make bins, infer, report accuracy and speed",
+                       formatter_class=fmt, allow_abbrev=False)
+    q.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by drnn train")
+    q.add_argument("-o", "--work-dir", type=Path, default=Path("deploy"), help="folder for models, bins, outputs")
+    q.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    q.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput run")
+    q.add_argument("--batch-threads", type=int, default=2, help="threads of the throughput run")
+    q.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (see drnn train --help)")
+    q.set_defaults(func=cmd_pipeline)
     return parser
 
 
@@ -154,6 +206,79 @@ def cmd_evaluate(args) -> int:
     write_json(out, report)
     print(format_report(report, f"{args.checkpoint}: {args.split} split"))
     print(f"wrote {out}")
+    return 0
+
+
+def _positive(flag: str, value):
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be positive, got {value}")
+    return value
+
+
+def cmd_export(args) -> int:
+    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+    from .data import load_mnist
+    from .export import export_onnx
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt, args.checkpoint)
+    images = load_mnist(args.data_dir)["test"].images[: _positive("--check-images", args.check_images)]
+    report = export_onnx(model, permutation_from_checkpoint(ckpt, args.checkpoint), args.output, images,
+                         args.precision, args.opset, args.input_name, args.output_name)
+    p = report["parity"]
+    print(f"wrote {report['path']} ({report['precision']}, opset {report['opset']}, {report['bytes'] / 1024:.1f} kB; "
+          f"ops: {', '.join(report['ops'])})")
+    print(f"parity with PyTorch on {p['images']} test images: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
+          f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
+    return 0
+
+
+def cmd_make_bins(args) -> int:
+    from .bins import write_bins
+    from .data import load_mnist
+
+    split = load_mnist(args.data_dir)[args.split].subset(_positive("--limit", args.limit))
+    n = write_bins(split.images, split.labels, args.output)
+    print(f"wrote {n} .bin files and labels.npy to {args.output}")
+    return 0
+
+
+def cmd_infer(args) -> int:
+    from .files import write_json
+    from .infer import infer_folder
+
+    stats = infer_folder(args.model, args.input_dir, args.output, args.batch_size, args.threads,
+                         args.output_dtype, progress=not args.no_progress)
+    write_json(args.output / "infer.json", stats)
+    print(f"{stats['images']} images, batch {stats['batch_size']}, {stats['threads']} thread(s), {stats['backend']}: "
+          f"{stats['images_per_s']:.0f} images/s; latency per call mean {stats['latency_ms_mean']:.3f} ms, "
+          f"p50 {stats['latency_ms_p50']:.3f} ms, p99 {stats['latency_ms_p99']:.3f} ms")
+    print(f"wrote {args.output / 'infer.json'}")
+    return 0
+
+
+def cmd_accuracy(args) -> int:
+    from .accuracy import accuracy_report, format_accuracy
+    from .files import write_json
+
+    report = accuracy_report(args.output_dir, args.labels, args.dtype, _positive("--num-classes", args.num_classes))
+    out = args.report or args.output_dir / "accuracy.json"
+    write_json(out, report)
+    print(format_accuracy(report))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from .data import load_mnist
+    from .pipeline import format_table, run_pipeline
+
+    test = load_mnist(args.data_dir)["test"].subset(_positive("--limit", args.limit))
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    result = run_pipeline(args.checkpoint, test, args.work_dir, precisions, args.batch_size, args.batch_threads,
+                          progress=not args.no_progress)
+    print(format_table(result))
+    print(f"wrote {args.work_dir / 'pipeline.json'}")
     return 0
 
 

@@ -1,0 +1,78 @@
+"""Accuracy from a folder of ``*_output_0.bin`` logits and a ``labels.npy``: the reference's script, done right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .bins import OUTPUT_SUFFIX, load_labels
+from .errors import UserError
+
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+
+
+def _detect(path: Path, num_classes: int, dtype: str):
+    size = path.stat().st_size
+    if dtype != "auto":
+        if size != num_classes * np.dtype(DTYPES[dtype]).itemsize:
+            raise UserError(f"{path}: {size} bytes is not {num_classes} {dtype} values")
+        return DTYPES[dtype]
+    for d in (np.float32, np.float16):
+        if size == num_classes * np.dtype(d).itemsize:
+            return d
+    raise UserError(f"{path}: {size} bytes is neither {num_classes} float32 nor {num_classes} float16 logits")
+
+
+def _names(indices, limit=3) -> str:
+    shown = ", ".join(f"{i:05d}{OUTPUT_SUFFIX}" for i in sorted(indices)[:limit])
+    return shown + (", ..." if len(indices) > limit else "")
+
+
+def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: int = 10) -> dict:
+    """Match outputs to labels by index; missing or extra outputs are an error, not skipped."""
+    output_dir = Path(output_dir)
+    if dtype not in ("auto", *DTYPES):
+        raise UserError(f"--dtype: expected auto, fp32 or fp16, got {dtype!r}")
+    labels = load_labels(labels_path)
+    files = {}
+    for path in sorted(output_dir.glob(f"*{OUTPUT_SUFFIX}")):
+        stem = path.name[: -len(OUTPUT_SUFFIX)]
+        if not stem.isdigit():
+            raise UserError(f"{path}: expected a name NNNNN{OUTPUT_SUFFIX} with the input's index")
+        files[int(stem)] = path
+    if not files:
+        raise UserError(f"{output_dir}: no *{OUTPUT_SUFFIX} files")
+    missing = set(range(len(labels))) - set(files)
+    extra = set(files) - set(range(len(labels)))
+    if missing or extra:
+        raise UserError(
+            f"{output_dir}: {len(files)} outputs for {len(labels)} labels in {labels_path}: "
+            f"{len(missing)} missing ({_names(missing) or 'none'}), {len(extra)} extra ({_names(extra) or 'none'})"
+        )
+    dtype_found = _detect(files[0], num_classes, dtype)
+    logits = np.stack([np.fromfile(files[i], dtype=_detect(files[i], num_classes, dtype)) for i in range(len(labels))])
+    pred = logits.argmax(axis=1)
+    info_path = output_dir / "infer.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return {
+        "outputs": str(output_dir),
+        "labels": str(labels_path),
+        "model": info.get("model", "unknown"),
+        "precision": info.get("precision", "unknown"),
+        "output_dtype": np.dtype(dtype_found).name,
+        "num_images": len(labels),
+        "correct": int((pred == labels).sum()),
+        "accuracy": float((pred == labels).mean()),
+    }
+
+
+def format_accuracy(report: dict) -> str:
+    return "\n".join([
+        "======= Final Eval Accuracy =======",
+        f"Model:          {report['model']}",
+        f"Precision:      {report['precision']} (outputs {report['output_dtype']})",
+        f"Images:         {report['num_images']}",
+        f"Accuracy:       {100 * report['accuracy']:.2f}% ({report['correct']} correct)",
+    ])

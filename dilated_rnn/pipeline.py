@@ -1,0 +1,74 @@
+"""The reference's whole deployment pipeline, measured: export -> bins -> batch-1 and batched inference -> accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .accuracy import accuracy_report
+from .bins import write_bins
+from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+from .data import Split
+from .errors import UserError
+from .export import PRECISIONS, export_onnx
+from .files import write_json
+from .infer import infer_folder
+
+
+def run_pipeline(checkpoint, test: Split, work_dir, precisions=PRECISIONS, batch_size: int = 256,
+                 batch_threads: int = 2, progress: bool = False) -> dict:
+    """For each precision: export, batch-1 inference (1 thread), batched inference, accuracy. Returns the table."""
+    work_dir = Path(work_dir)
+    ckpt = load_checkpoint(checkpoint)
+    model, perm = model_from_checkpoint(ckpt, checkpoint), permutation_from_checkpoint(ckpt, checkpoint)
+    bins = work_dir / "bins"
+    if not (bins / "labels.npy").is_file():
+        write_bins(test.images, test.labels, bins)
+    rows, skipped = [], {}
+    for precision in precisions:
+        onnx_path = work_dir / f"model-{precision}.onnx"
+        try:
+            exported = export_onnx(model, perm, onnx_path, test.images[:512], precision=precision)
+        except UserError as e:
+            if precision == "int8" and model.config.cell != "lstm":
+                skipped[precision] = str(e)
+                continue
+            raise
+        one = infer_folder(onnx_path, bins, work_dir / f"out-{precision}-b1", batch_size=1, threads=1, progress=progress)
+        write_json(work_dir / f"out-{precision}-b1" / "infer.json", one)
+        many = infer_folder(onnx_path, bins, work_dir / f"out-{precision}", batch_size=batch_size,
+                            threads=batch_threads, progress=progress)
+        write_json(work_dir / f"out-{precision}" / "infer.json", many)
+        acc = accuracy_report(work_dir / f"out-{precision}", bins / "labels.npy")
+        rows.append({
+            "precision": precision,
+            "accuracy": acc["accuracy"],
+            "images": acc["num_images"],
+            "batch1_latency_ms_p50": one["latency_ms_p50"],
+            "batch1_latency_ms_p99": one["latency_ms_p99"],
+            "batched_images_per_s": many["images_per_s"],
+            "batched_seconds": many["seconds"],
+            "batch_size": batch_size,
+            "batch_threads": batch_threads,
+            "file_bytes": exported["bytes"],
+            "parity": exported["parity"],
+        })
+    result = {"checkpoint": str(checkpoint), "cell": model.config.cell, "permuted": perm is not None,
+              "rows": rows, "skipped": skipped}
+    write_json(work_dir / "pipeline.json", result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"{result['checkpoint']} ({result['cell']}, {'permuted' if result['permuted'] else 'unpermuted'} MNIST)",
+        f"{'precision':9} {'accuracy':>9} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'images/s':>10} {'total s':>7} {'size kB':>8}",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['precision']:9} {100 * r['accuracy']:8.2f}% {r['batch1_latency_ms_p50']:10.3f} "
+            f"{r['batch1_latency_ms_p99']:10.3f} {r['batched_images_per_s']:10.0f} {r['batched_seconds']:7.2f} "
+            f"{r['file_bytes'] / 1024:8.1f}"
+        )
+    for precision, why in result["skipped"].items():
+        lines.append(f"{precision:9} skipped: {why}")
+    return "\n".join(lines)

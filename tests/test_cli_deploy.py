@@ -1,0 +1,64 @@
+"""The deployment commands end to end on a small real folder: export -> make-bins -> infer -> accuracy, pipeline."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dilated_rnn.cli import main
+
+CKPT = str(Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25" / "lstm" / "best.pt")
+
+
+def test_export_bins_infer_accuracy(tmp_path, mnist_dir, capsys):
+    d = str(mnist_dir)
+    assert main(["export", CKPT, "-o", str(tmp_path / "m.onnx"), "--precision", "fp16", "--check-images", "64",
+                 "--data-dir", d]) == 0
+    assert "argmax agreement" in capsys.readouterr().out
+    assert main(["make-bins", "-o", str(tmp_path / "bins"), "--limit", "50", "--data-dir", d]) == 0
+    assert main(["infer", str(tmp_path / "m.onnx"), str(tmp_path / "bins"), "-o", str(tmp_path / "out"),
+                 "--batch-size", "1", "--output-dtype", "fp16", "--no-progress"]) == 0
+    stats = json.loads((tmp_path / "out" / "infer.json").read_text())
+    assert stats["precision"] == "fp16" and stats["images"] == 50 and stats["batch_size"] == 1
+    capsys.readouterr()
+    assert main(["accuracy", str(tmp_path / "out"), str(tmp_path / "bins" / "labels.npy")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "accuracy.json").read_text())
+    assert report["num_images"] == 50 and report["output_dtype"] == "float16" and report["accuracy"] > 0.85
+    assert f"{100 * report['accuracy']:.2f}%" in out
+
+
+def test_pipeline_table(tmp_path, mnist_dir, capsys):
+    rc = main(["pipeline", CKPT, "-o", str(tmp_path / "deploy"), "--limit", "60", "--precisions", "fp32,int8",
+               "--batch-size", "32", "--no-progress", "--data-dir", str(mnist_dir)])
+    assert rc == 0
+    result = json.loads((tmp_path / "deploy" / "pipeline.json").read_text())
+    assert [r["precision"] for r in result["rows"]] == ["fp32", "int8"]
+    assert all(r["images"] == 60 and r["batch1_latency_ms_p50"] > 0 for r in result["rows"])
+    table = capsys.readouterr().out
+    assert "fp32" in table and "int8" in table and "images/s" in table
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["infer", "nope.onnx", "bins", "-o", "out"], "no such input folder"),
+        (["accuracy", "out", "labels.npy"], "labels.npy: not a readable"),
+        (["export", "missing.pt", "-o", "m.onnx"], "missing.pt: no such checkpoint"),
+        (["make-bins", "-o", "b", "--limit", "0"], "--limit must be positive"),
+    ],
+)
+def test_deploy_bad_input_one_line(args, message, tmp_path, monkeypatch, capsys, mnist_dir):
+    monkeypatch.chdir(tmp_path)
+    if args[0] in ("export", "make-bins"):
+        args = args + ["--data-dir", str(mnist_dir)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_infer_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["infer", CKPT, str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert "no .bin input files" in capsys.readouterr().err

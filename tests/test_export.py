@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+from dilated_rnn.errors import UserError
+from dilated_rnn.export import ATC_OPSET, DeployModel, export_onnx, session
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25"
+
+
+def _trained(name):
+    ckpt = load_checkpoint(RESULTS / name / "best.pt")
+    return model_from_checkpoint(ckpt), permutation_from_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "lstm-permuted"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision):
+    model, perm = _trained(name)
+    images = mnist["test"].images[:300]
+    if precision == "int8" and model.config.cell != "lstm":
+        with pytest.raises(UserError, match="int8.*LSTM"):
+            export_onnx(model, perm, tmp_path / "m.onnx", images, precision=precision)
+        assert not (tmp_path / "m.onnx").exists()
+        return
+    report = export_onnx(model, perm, tmp_path / "m.onnx", images, precision=precision)
+    p = report["parity"]
+    assert p["images"] == 300 and p["batch"] == 256
+    if precision == "fp32":
+        assert max(p["max_abs_diff_batch1"], p["max_abs_diff_batched"]) <= p["fp32_tolerance"] <= 1e-4 * 20
+    assert p["passed"] and p["argmax_agreement"] >= {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}[precision]
+    # independent check: run the file ourselves on images the export never saw
+    sess = session(tmp_path / "m.onnx", threads=1)
+    x = (mnist["test"].images[5000:5064].float() / 255).unsqueeze(-1)
+    got = sess.run(None, {"Placeholder": x.numpy()})[0]
+    with torch.no_grad():
+        expected = DeployModel(model, perm)(x).numpy()
+    assert got.shape == (64, 10)
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.9
+    assert sess.get_modelmeta().custom_metadata_map["precision"] == precision
+
+
+def test_graph_is_pruned_with_native_recurrent_ops(tmp_path, mnist):
+    model, perm = _trained("gru")
+    export_onnx(model, perm, tmp_path / "m.onnx", mnist["test"].images[:16])
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    grus = [n for n in graph.node if n.op_type == "GRU"]
+    assert len(grus) == 9
+    assert [i.name for i in graph.input] == ["Placeholder"] and [o.name for o in graph.output] == ["the_outputs"]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [784, 1]
+
+
+def _float_weight_bytes(path):
+    inits = onnx.load(str(path)).graph.initializer
+    return {dtype: sum(len(i.raw_data) for i in inits if i.data_type == dtype) for dtype in (1, 10)}  # fp32, fp16
+
+
+def test_fp16_stores_every_weight_in_half_the_bytes(tmp_path, mnist):
+    model, perm = _trained("lstm")
+    small = mnist["test"].images[:16]
+    full = export_onnx(model, perm, tmp_path / "a.onnx", small)
+    half = export_onnx(model, perm, tmp_path / "b.onnx", small, precision="fp16")
+    fp32_weights, fp16_weights = _float_weight_bytes(tmp_path / "a.onnx"), _float_weight_bytes(tmp_path / "b.onnx")
+    assert fp32_weights[1] == 4 * sum(p.numel() for p in model.parameters())
+    assert fp16_weights == {1: 0, 10: fp32_weights[1] // 2}
+    assert half["bytes"] < full["bytes"]
+
+
+def test_atc_opset_and_custom_names(tmp_path, mnist):
+    model, perm = _trained("lstm")
+    report = export_onnx(model, perm, tmp_path / "atc.onnx", mnist["test"].images[:16], opset=ATC_OPSET,
+                         input_name="pixels", output_name="logits")
+    graph = onnx.load(str(tmp_path / "atc.onnx"))
+    assert graph.opset_import[0].version == 11 and report["opset"] == 11
+    assert graph.graph.input[0].name == "pixels" and graph.graph.output[0].name == "logits"
+    assert all(n.op_type in {"LSTM", "Gather", "Gemm", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat",
+                             "Constant", "ConstantOfShape", "Shape", "Identity", "Slice"} for n in graph.graph.node)
+
+
+def test_failed_parity_writes_nothing(tmp_path, mnist, monkeypatch):
+    import dilated_rnn.export as export
+
+    model, perm = _trained("rnn")
+    real = export.check_parity
+    monkeypatch.setattr(export, "check_parity", lambda *a, **k: {**real(*a, **k), "passed": False})
+    with pytest.raises(UserError, match="disagrees with PyTorch"):
+        export_onnx(model, perm, tmp_path / "m.onnx", mnist["test"].images[:16])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_nested_schedule_exports_exactly(tmp_path, mnist):
+    torch.manual_seed(0)
+    model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(6, 6, 6), dilations=(1, 3, 5), cell="lstm"))
+    report = export_onnx(model, None, tmp_path / "m.onnx", mnist["test"].images[:64])
+    assert report["parity"]["max_abs_diff_batched"] <= 1e-4
