@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=1000, help="validate every N steps")
     t.add_argument("--log-every", type=int, default=100, help="log the training loss every N steps")
     t.add_argument("--eval-batch-size", type=int, default=1000, help="batch size of evaluation")
-    t.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--train-limit", type=int, default=None, help="use only the first N training images (smoke runs)")
     t.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
     t.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,22 +148,17 @@ def _model_and_train_config(args):
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             momentum=args.momentum, clip=args.clip, schedule=args.schedule, warmup=args.warmup,
             permute=args.permute, seed=args.seed, eval_every=args.eval_every, log_every=args.log_every,
-            eval_batch_size=args.eval_batch_size,
+            eval_batch_size=args.eval_batch_size, train_limit=args.train_limit, val_limit=args.val_limit,
+            test_limit=args.test_limit,
         )
     except ValueError as e:
         raise UserError(f"training flags: {e}") from None
     return model_config, cfg
 
 
-def _limited(splits, train=None, val=None, test=None):
-    for name, limit in (("train", train), ("val", val), ("test", test)):
-        if limit is not None and limit < 1:
-            raise UserError(f"--{name}-limit must be positive, got {limit}")
-    return {"train": splits["train"].subset(train), "val": splits["val"].subset(val), "test": splits["test"].subset(test)}
-
-
 def cmd_train(args) -> int:
     from .data import load_mnist
+    from .distributed import shutdown
     from .evaluate import format_report
     from .train import train
 
@@ -172,13 +167,17 @@ def cmd_train(args) -> int:
     else:
         model_config, cfg = _model_and_train_config(args)
         run_dir = args.run_dir or Path("runs") / (model_config.cell + ("-permuted" if cfg.permute else ""))
-    splits = _limited(load_mnist(args.data_dir), args.train_limit, args.val_limit, args.test_limit)
+    splits = load_mnist(args.data_dir)
     try:
         result = train(run_dir, splits, model_config, cfg, args.device, resume=args.resume is not None,
                        progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted; state saved in {run_dir / 'last.pt'} (continue with --resume {run_dir})", file=sys.stderr)
         return 130
+    finally:
+        shutdown()
+    if "test" not in result:  # a rank other than 0 under torchrun
+        return 0
     best = result["best"]
     print(format_report(result["test"], f"test set, best checkpoint (step {best['step']}, "
                                         f"validation {100 * best['val_accuracy']:.2f}%)"))
@@ -191,7 +190,7 @@ def cmd_evaluate(args) -> int:
     from .data import load_mnist
     from .evaluate import evaluate, format_report
     from .files import write_json
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt, args.checkpoint)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint, save_checkpoint
 from .data import Split, batch_indices, pixel_permutation, to_sequences
+from .distributed import any_across, check_replicas, init_from_env, mean_across, shard, wrap
 from .errors import UserError
 from .evaluate import evaluate
 from .files import append_jsonl, read_jsonl, write_json, write_jsonl
@@ -48,6 +49,10 @@ class TrainConfig:
     eval_every: int = 1000
     log_every: int = 100
     eval_batch_size: int = 1000
+    # Use only the first N images of a split (smoke runs); part of the run, so --resume keeps them.
+    train_limit: int | None = None
+    val_limit: int | None = None
+    test_limit: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
@@ -61,6 +66,12 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
         if self.clip < 0 or self.warmup < 0:
             raise ValueError("clip and warmup must be non-negative")
+        for name in ("train_limit", "val_limit", "test_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def limit(self, splits: dict[str, Split]) -> dict[str, Split]:
+        return {name: split.subset(getattr(self, f"{name}_limit")) for name, split in splits.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -70,14 +81,6 @@ class TrainConfig:
 
 class TrainingDiverged(UserError):
     pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0) -> float:
@@ -117,12 +120,16 @@ def train(
 ) -> dict:
     """Train (or resume) a run in ``run_dir``; returns a summary with the best checkpoint's test report.
 
+    Under torchrun every rank calls this; rank 0 alone writes files, logs and
+    the progress bar, and alone returns the test report.
+
     ``stop_after`` ends this call after that many more steps, saving
     ``last.pt`` without finishing the run. Ctrl+C finishes the step in flight,
     saves ``last.pt`` and raises ``KeyboardInterrupt``.
     """
     run_dir = Path(run_dir)
-    dev = resolve_device(device)
+    ctx, dev = init_from_env(device)
+    main = ctx.is_main
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt")
         cfg = TrainConfig.from_dict(ckpt["train_config"])
@@ -131,8 +138,9 @@ def train(
         start, best, elapsed = ckpt["step"], ckpt["best"], ckpt["elapsed_s"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         # Records logged after the checkpoint are replayed, so drop them.
-        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= start]
-        write_jsonl(run_dir / "metrics.jsonl", kept)
+        if main:
+            kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= start]
+            write_jsonl(run_dir / "metrics.jsonl", kept)
     else:
         model_config = model_config or ModelConfig()
         cfg = cfg or TrainConfig()
@@ -142,29 +150,34 @@ def train(
         model = DilatedRNNClassifier.from_config(model_config)
         permutation = pixel_permutation(cfg.seed) if cfg.permute else None
         start, best, elapsed = 0, {"step": 0, "val_accuracy": -1.0}, 0.0
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
     model.to(dev).train()
+    net = wrap(model, ctx, dev)  # DDP when several processes, else the model itself
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
 
+    splits = cfg.limit(splits)
     train_split, val_split = splits["train"], splits["val"]
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     t0 = time.perf_counter() - elapsed
     loss_sum, loss_count, done = 0.0, 0, start
 
     def save(name):
+        if not main:
+            return
         state = _state(model, optimizer, done, best, cfg, permutation, time.perf_counter() - t0)
         save_checkpoint(run_dir / name, state)
 
-    with _progress(start, cfg.steps, progress) as bar, _deferred_interrupt() as interrupted:
+    with _progress(start, cfg.steps, progress and main) as bar, _deferred_interrupt() as interrupted:
         while done < end:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg.schedule, done, cfg.steps, cfg.warmup)
-            idx = batch_indices(len(train_split), cfg.batch_size, done, cfg.seed)
+            idx = shard(batch_indices(len(train_split), cfg.batch_size, done, cfg.seed), ctx)
             x = to_sequences(train_split.images[idx], permutation).to(dev)
-            loss = train_step(model, optimizer, x, train_split.labels[idx].to(dev), cfg.clip)
+            loss = mean_across(train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip), ctx, dev)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: loss {loss} at step {done + 1}; "
@@ -180,20 +193,28 @@ def train(
                           "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
                 loss_sum, loss_count = 0.0, 0
                 if evaluate_now:
+                    check_replicas(model, ctx, dev)
                     val = evaluate(model, val_split, permutation, cfg.eval_batch_size, dev)
                     record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                # Log before checkpointing: a crash in between makes --resume replay (and re-log) this step,
+                # never lose its record.
+                if main:
+                    append_jsonl(run_dir / "metrics.jsonl", record)
+                if evaluate_now:
                     if val["accuracy"] > best["val_accuracy"]:
                         best = {"step": done, "val_accuracy": val["accuracy"]}
                         save("best.pt")
                     save("last.pt")
-                    bar.write(f"step {done}: val accuracy {100 * val['accuracy']:.2f}%, loss {val['loss']:.4f}")
-                append_jsonl(run_dir / "metrics.jsonl", record)
-            if interrupted():
+                    if main:
+                        bar.write(f"step {done}: val accuracy {100 * val['accuracy']:.2f}%, loss {val['loss']:.4f}")
+            if any_across(interrupted(), ctx, dev):
                 save("last.pt")
                 raise KeyboardInterrupt
     if done < cfg.steps:
         save("last.pt")
         return {"run_dir": str(run_dir), "step": done, "finished": False, "best": best}
+    if not main:
+        return {"run_dir": str(run_dir), "step": done, "finished": True, "best": best, "rank": ctx.rank}
     return finish(run_dir, splits, cfg.eval_batch_size, dev)
 
 

@@ -1,0 +1,102 @@
+"""Data-parallel training under torchrun: set-up from the environment, batch sharding, small collectives.
+
+With one process every helper here is the identity, so the training loop has
+a single code path. Under ``torchrun --nproc_per_node N`` each rank takes an
+equal shard of every global batch (``--batch-size`` is the global batch), DDP
+averages the gradients, and so every step equals a single-process step on the
+whole batch. Backends: NCCL on CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+
+
+def init_from_env(device: str = "auto") -> tuple[Context, torch.device]:
+    """The process's rank and device; joins the process group when torchrun started several."""
+    dev = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Context(), dev
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Context(rank, world), dev
+
+
+def wrap(model: torch.nn.Module, ctx: Context, dev: torch.device) -> torch.nn.Module:
+    if ctx.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def shard(indices: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """This rank's equal share of a global batch."""
+    if len(indices) % ctx.world:
+        raise UserError(f"--batch-size {len(indices)} is not divisible by the {ctx.world} processes")
+    return indices[ctx.rank :: ctx.world]
+
+
+def mean_across(value: float, ctx: Context, dev: torch.device) -> float:
+    if ctx.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return t.item() / ctx.world
+
+
+def any_across(flag: bool, ctx: Context, dev: torch.device) -> bool:
+    if ctx.world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def check_replicas(model: torch.nn.Module, ctx: Context, dev: torch.device) -> None:
+    """Raise if any rank's weights differ from rank 0's in any bit (they must, after DDP's all-reduce)."""
+    if ctx.world == 1:
+        return
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    differs = any_across(not torch.equal(flat, reference), ctx, dev)
+    if differs:
+        raise RuntimeError("data-parallel replicas diverged: weights differ between ranks")
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
