@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (see drnn train --help)")
     q.set_defaults(func=cmd_pipeline)
+
+    r = sub.add_parser("mrl", help="mean recurrent length of a dilation schedule (the paper's memory measure)",
+                       formatter_class=fmt, allow_abbrev=False)
+    r.add_argument("--dilations", type=_int_list("--dilations"), default=DEFAULT_DILATIONS, help="per layer")
+    r.add_argument("-m", "--cycle-length", type=int, default=None, help="cycle length (default: largest dilation)")
+    r.add_argument("--plot", type=Path, default=None, help="write a PNG of the curves against cycle length here")
+    r.add_argument("--max-cycle", type=int, default=1024, help="largest cycle length on the plot")
+    r.set_defaults(func=cmd_mrl)
     return parser
 
 
@@ -278,6 +286,23 @@ def cmd_pipeline(args) -> int:
                           progress=not args.no_progress)
     print(format_table(result))
     print(f"wrote {args.work_dir / 'pipeline.json'}")
+    return 0
+
+
+def cmd_mrl(args) -> int:
+    from .analysis import curves, mean_recurrent_length, plot_curves, skip_rnn_mean_recurrent_length
+
+    if not args.dilations or any(d < 1 for d in args.dilations):
+        raise UserError(f"--dilations must be positive integers, got {list(args.dilations)}")
+    m = _positive("--cycle-length", args.cycle_length) or max(args.dilations)
+    skip = max(args.dilations)
+    print(f"cycle length m = {m}")
+    print(f"  DilatedRNN {','.join(map(str, args.dilations))}: {mean_recurrent_length(args.dilations, m):.4f}")
+    print(f"  plain RNN: {mean_recurrent_length([1], m):.4f}")
+    print(f"  skip RNN (skip {skip}): {skip_rnn_mean_recurrent_length(skip, m):.4f}")
+    if args.plot:
+        plot_curves(curves(args.dilations, _positive("--max-cycle", args.max_cycle)), args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -60,3 +60,12 @@ def test_unknown_cell_is_an_argument_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "-type", "transformer"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_mrl_command(tmp_path, capsys):
+    assert main(["mrl", "--plot", str(tmp_path / "mrl.png"), "--max-cycle", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "4.0039" in out and "128.5000" in out
+    assert (tmp_path / "mrl.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["mrl", "--dilations", "1,0"]) == 2
+    assert "--dilations must be positive" in capsys.readouterr().err
