@@ -97,6 +97,11 @@ def check_replicas(model: torch.nn.Module, ctx: Context, dev: torch.device) -> N
         raise RuntimeError("data-parallel replicas diverged: weights differ between ranks")
 
 
+def barrier(ctx: Context) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint, save_checkpoint
 from .data import Split, batch_indices, pixel_permutation, to_sequences
-from .distributed import any_across, check_replicas, init_from_env, mean_across, shard, wrap
+from .distributed import any_across, barrier, check_replicas, init_from_env, mean_across, shard, wrap
 from .errors import UserError
 from .evaluate import evaluate
 from .files import append_jsonl, read_jsonl, write_json, write_jsonl
@@ -213,9 +213,12 @@ def train(
     if done < cfg.steps:
         save("last.pt")
         return {"run_dir": str(run_dir), "step": done, "finished": False, "best": best}
-    if not main:
-        return {"run_dir": str(run_dir), "step": done, "finished": True, "best": best, "rank": ctx.rank}
-    return finish(run_dir, splits, cfg.eval_batch_size, dev)
+    if main:
+        result = finish(run_dir, splits, cfg.eval_batch_size, dev)
+    else:
+        result = {"run_dir": str(run_dir), "step": done, "finished": True, "best": best, "rank": ctx.rank}
+    barrier(ctx)  # no rank tears down the process group while rank 0 still reports
+    return result
 
 
 def finish(run_dir: Path, splits: dict[str, Split], batch_size: int, dev) -> dict:
