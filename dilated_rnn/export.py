@@ -19,6 +19,7 @@ batch), LSTM only, as ONNX Runtime quantises no GRU or RNN op.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -34,9 +35,10 @@ from .model import DilatedRNNClassifier
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 17
 ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
-# fp32 parity: max |ORT - PyTorch| <= 1e-4 * max(1, max |logit|). Relative to the logit scale because
-# float32 itself is that far from the exact answer on some trained models: for the shipped vanilla
-# RNN (logits up to 16.7) PyTorch float32 differs from float64 by 8.8e-5 and ONNX Runtime by 1.3e-4.
+# fp32 parity: max |ORT - PyTorch| <= max(1e-4, 3 * max |PyTorch float32 - PyTorch float64|).
+# The second term admits what float32 rounding alone explains on badly conditioned models: for the
+# trained vanilla RNN (784 tanh steps, logits up to 16.7) PyTorch float32 is 8.8e-5 from float64 and
+# ONNX Runtime 1.9e-4 from PyTorch float32; for the LSTM and GRU both stay below 2e-5.
 FP32_TOLERANCE = 1e-4
 # fp16 and int8 are lossy: they must agree with PyTorch's argmax on at least this share of the check
 # images (a broken export agrees on about 10%; dynamic int8 of a trained LSTM measured 98.7-99.9%).
@@ -128,13 +130,15 @@ def check_parity(onnx_path: Path, deploy: DeployModel, images: torch.Tensor, pre
     x = (images.float() / 255.0).unsqueeze(-1)  # natural-order pixels [N, 784, 1]
     with torch.no_grad():
         expected = deploy(x).numpy()
+        exact = copy.deepcopy(deploy).double()(x.double()).numpy()
     got_one = np.concatenate([sess.run(None, {input_name: x[i : i + 1].numpy()})[0] for i in range(min(8, len(x)))])
     got_many = np.concatenate(
         [sess.run(None, {input_name: x[s : s + batch].numpy()})[0] for s in range(0, len(x), batch)]
     )
     diff_one = float(np.abs(got_one - expected[: len(got_one)]).max())
     diff_many = float(np.abs(got_many - expected).max())
-    tolerance = FP32_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    float32_error = float(np.abs(expected - exact).max())
+    tolerance = max(FP32_TOLERANCE, 3 * float32_error)
     agreement = float((got_many.argmax(1) == expected.argmax(1)).mean())
     return {
         "images": len(x),
@@ -142,6 +146,7 @@ def check_parity(onnx_path: Path, deploy: DeployModel, images: torch.Tensor, pre
         "max_abs_diff_batched": diff_many,
         "batch": batch,
         "argmax_agreement": agreement,
+        "pytorch_float32_vs_float64": float32_error,
         "fp32_tolerance": tolerance,
         "passed": max(diff_one, diff_many) <= tolerance if precision == "fp32" else agreement >= MIN_AGREEMENT[precision],
     }
@@ -161,7 +166,7 @@ def export_onnx(
     """Export, convert, check (onnx checker + parity with PyTorch) and only then write ``path``.
 
     ``check_images``: uint8 [N, 784] real images in natural order. fp32 must
-    match PyTorch within 1e-4 of the logit scale (see FP32_TOLERANCE); fp16 and int8 must agree on the argmax of at
+    match PyTorch within 1e-4, or within what float32 rounding explains (see FP32_TOLERANCE); fp16 and int8 must agree on the argmax of at
     least ``MIN_AGREEMENT[precision]`` of them. A failed check raises ``UserError``.
     """
     import onnx

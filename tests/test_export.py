@@ -32,7 +32,10 @@ def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision)
     p = report["parity"]
     assert p["images"] == 300 and p["batch"] == 256
     if precision == "fp32":
-        assert max(p["max_abs_diff_batch1"], p["max_abs_diff_batched"]) <= p["fp32_tolerance"] <= 1e-4 * 20
+        worst = max(p["max_abs_diff_batch1"], p["max_abs_diff_batched"])
+        assert worst <= p["fp32_tolerance"] == max(1e-4, 3 * p["pytorch_float32_vs_float64"])
+        if name != "rnn":  # the vanilla RNN is the one model whose float32 rounding exceeds 1e-4
+            assert worst <= 1e-4
     assert p["passed"] and p["argmax_agreement"] >= {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}[precision]
     # independent check: run the file ourselves on images the export never saw
     sess = session(tmp_path / "m.onnx", threads=1)

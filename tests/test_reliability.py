@@ -43,3 +43,20 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, mnist_dir):
     assert resumed["best"] == whole["best"]
     steps = [line for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert len(steps) == 40  # replayed steps were not logged twice
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, mnist_dir):
+    args = [a if a != "40" else "100000" for a in ARGS]  # far more steps than will run
+    proc = subprocess.Popen(_cmd("--run-dir", "run", *args, "--data-dir", str(mnist_dir)), cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    logged = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert saved["step"] == len(logged)  # saved at the step where it stopped, not at the last validation
