@@ -131,33 +131,15 @@ def train(
     ctx, dev = init_from_env(device)
     main = ctx.is_main
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        cfg = TrainConfig.from_dict(ckpt["train_config"])
-        model = model_from_checkpoint(ckpt, run_dir / "last.pt")
-        permutation = permutation_from_checkpoint(ckpt)
-        start, best, elapsed = ckpt["step"], ckpt["best"], ckpt["elapsed_s"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        # Records logged after the checkpoint are replayed, so drop them.
-        if main:
-            kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= start]
-            write_jsonl(run_dir / "metrics.jsonl", kept)
+        run = _resumed_run(run_dir, main)
     else:
-        model_config = model_config or ModelConfig()
-        cfg = cfg or TrainConfig()
-        if (run_dir / "last.pt").exists():
-            raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
-        torch.manual_seed(cfg.seed)
-        model = DilatedRNNClassifier.from_config(model_config)
-        permutation = pixel_permutation(cfg.seed) if cfg.permute else None
-        start, best, elapsed = 0, {"step": 0, "val_accuracy": -1.0}, 0.0
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
+        run = _new_run(run_dir, model_config or ModelConfig(), cfg or TrainConfig(), main)
+    cfg, model, permutation, start, best, elapsed, optimizer_state = run
     model.to(dev).train()
     net = wrap(model, ctx, dev)  # DDP when several processes, else the model itself
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
-    if resume:
-        optimizer.load_state_dict(ckpt["optimizer"])
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
 
     splits = cfg.limit(splits)
     train_split, val_split = splits["train"], splits["val"]
@@ -219,6 +201,31 @@ def train(
         result = {"run_dir": str(run_dir), "step": done, "finished": True, "best": best, "rank": ctx.rank}
     barrier(ctx)  # no rank tears down the process group while rank 0 still reports
     return result
+
+
+def _new_run(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, main: bool):
+    if (run_dir / "last.pt").exists():
+        raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
+    torch.manual_seed(cfg.seed)
+    model = DilatedRNNClassifier.from_config(model_config)
+    permutation = pixel_permutation(cfg.seed) if cfg.permute else None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
+    return cfg, model, permutation, 0, {"step": 0, "val_accuracy": -1.0}, 0.0, None
+
+
+def _resumed_run(run_dir: Path, main: bool):
+    """Everything ``last.pt`` stores: config, weights, permutation, step, best, time, optimizer, RNG."""
+    path = run_dir / "last.pt"
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, path)
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if main:  # records logged after the checkpoint will be replayed, so drop them
+        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= ckpt["step"]]
+        write_jsonl(run_dir / "metrics.jsonl", kept)
+    return (TrainConfig.from_dict(ckpt["train_config"]), model, permutation_from_checkpoint(ckpt, path),
+            ckpt["step"], ckpt["best"], ckpt["elapsed_s"], ckpt["optimizer"])
 
 
 def finish(run_dir: Path, splits: dict[str, Split], batch_size: int, dev) -> dict:
