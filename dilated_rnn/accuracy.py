@@ -13,15 +13,12 @@ from .errors import UserError
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
 
-def _detect(path: Path, num_classes: int, dtype: str):
+def _detect(path: Path, num_classes: int) -> str:
+    """fp32 or fp16, from the size of one output file."""
     size = path.stat().st_size
-    if dtype != "auto":
-        if size != num_classes * np.dtype(DTYPES[dtype]).itemsize:
-            raise UserError(f"{path}: {size} bytes is not {num_classes} {dtype} values")
-        return DTYPES[dtype]
-    for d in (np.float32, np.float16):
+    for name, d in DTYPES.items():
         if size == num_classes * np.dtype(d).itemsize:
-            return d
+            return name
     raise UserError(f"{path}: {size} bytes is neither {num_classes} float32 nor {num_classes} float16 logits")
 
 
@@ -51,8 +48,13 @@ def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: i
             f"{output_dir}: {len(files)} outputs for {len(labels)} labels in {labels_path}: "
             f"{len(missing)} missing ({_names(missing) or 'none'}), {len(extra)} extra ({_names(extra) or 'none'})"
         )
-    dtype_found = _detect(files[0], num_classes, dtype)
-    logits = np.stack([np.fromfile(files[i], dtype=_detect(files[i], num_classes, dtype)) for i in range(len(labels))])
+    if dtype == "auto":
+        dtype = _detect(files[0], num_classes)
+    size = num_classes * np.dtype(DTYPES[dtype]).itemsize
+    for path in files.values():  # every file must hold the folder's one dtype
+        if path.stat().st_size != size:
+            raise UserError(f"{path}: {path.stat().st_size} bytes is not {num_classes} {dtype} values")
+    logits = np.stack([np.fromfile(files[i], dtype=DTYPES[dtype]) for i in range(len(labels))])
     pred = logits.argmax(axis=1)
     info_path = output_dir / "infer.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
@@ -61,7 +63,7 @@ def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: i
         "labels": str(labels_path),
         "model": info.get("model", "unknown"),
         "precision": info.get("precision", "unknown"),
-        "output_dtype": np.dtype(dtype_found).name,
+        "output_dtype": np.dtype(DTYPES[dtype]).name,
         "num_images": len(labels),
         "correct": int((pred == labels).sum()),
         "accuracy": float((pred == labels).mean()),

@@ -202,9 +202,7 @@ def cmd_evaluate(args) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt, args.checkpoint)
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be positive, got {args.limit}")
-    split = load_mnist(args.data_dir)[args.split].subset(args.limit)
+    split = load_mnist(args.data_dir)[args.split].subset(_positive("--limit", args.limit))
     dev = resolve_device(args.device)
     report = evaluate(model.to(dev), split, permutation_from_checkpoint(ckpt, args.checkpoint), args.batch_size, dev)
     report = {"checkpoint": str(args.checkpoint), "split": args.split, "model_config": ckpt["model_config"],
@@ -251,12 +249,10 @@ def cmd_make_bins(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from .files import write_json
     from .infer import infer_folder
 
     stats = infer_folder(args.model, args.input_dir, args.output, args.batch_size, args.threads,
                          args.output_dtype, progress=not args.no_progress)
-    write_json(args.output / "infer.json", stats)
     print(f"{stats['images']} images, batch {stats['batch_size']}, {stats['threads']} thread(s), {stats['backend']}: "
           f"{stats['images_per_s']:.0f} images/s; latency per call mean {stats['latency_ms_mean']:.3f} ms, "
           f"p50 {stats['latency_ms_p50']:.3f} ms, p99 {stats['latency_ms_p99']:.3f} ms")

@@ -33,6 +33,7 @@ from .files import atomic_path
 from .model import DilatedRNNClassifier
 
 PRECISIONS = ("fp32", "fp16", "int8")
+INT8_CELLS = ("lstm",)  # ONNX Runtime's dynamic quantisation has an LSTM kernel, none for GRU or RNN
 DEFAULT_OPSET = 17
 ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
 # fp32 parity: max |ORT - PyTorch| <= max(1e-4, 3 * max |PyTorch float32 - PyTorch float64|).
@@ -89,7 +90,7 @@ def _to_fp16(src: Path, dst: Path) -> None:
 
 
 def _to_int8(src: Path, dst: Path, cell: str) -> None:
-    if cell != "lstm":
+    if cell not in INT8_CELLS:
         raise UserError(
             f"--precision int8: ONNX Runtime's dynamic quantisation covers LSTM, not {cell.upper()}; "
             "use fp32 or fp16 for this model"

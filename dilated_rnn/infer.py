@@ -16,6 +16,7 @@ import torch
 
 from .bins import read_bins, write_output
 from .errors import UserError
+from .files import write_json
 
 
 class OnnxBackend:
@@ -96,7 +97,10 @@ def latency_stats(latencies: list[float], num_images: int, batch_size: int) -> d
 
 def infer_folder(model_path, input_dir, output_dir, batch_size: int = 256, threads: int = 1,
                  output_dtype: str = "fp32", progress: bool = False) -> dict:
-    """Run a model over every ``*.bin`` in ``input_dir``; write ``<name>_output_0.bin`` files; return timings."""
+    """Run a model over every ``*.bin`` in ``input_dir``; write ``<name>_output_0.bin`` files.
+
+    Returns the timings, also written to ``output_dir/infer.json``.
+    """
     dtypes = {"fp32": np.float32, "fp16": np.float16}
     if output_dtype not in dtypes:
         raise UserError(f"--output-dtype: expected fp32 or fp16, got {output_dtype!r}")
@@ -107,7 +111,7 @@ def infer_folder(model_path, input_dir, output_dir, batch_size: int = 256, threa
     output_dir.mkdir(parents=True, exist_ok=True)
     for stem, row in zip(stems, logits):
         write_output(output_dir, stem, row, dtypes[output_dtype])
-    return {
+    stats = {
         "model": str(model_path),
         "backend": "onnxruntime" if isinstance(backend, OnnxBackend) else "pytorch",
         "precision": backend.precision,
@@ -115,3 +119,5 @@ def infer_folder(model_path, input_dir, output_dir, batch_size: int = 256, threa
         "threads": threads,
         **latency_stats(latencies, len(stems), batch_size),
     }
+    write_json(output_dir / "infer.json", stats)
+    return stats

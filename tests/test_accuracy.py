@@ -38,3 +38,11 @@ def test_wrong_sized_output(tmp_path):
     np.save(tmp_path / "labels.npy", np.array([0]))
     with pytest.raises(UserError, match="28 bytes is neither"):
         accuracy_report(tmp_path / "out", tmp_path / "labels.npy")
+
+
+def test_mixed_dtypes_in_one_folder_are_an_error(tmp_path):
+    _outputs(tmp_path / "out", np.eye(10)[[0, 1]], np.float32)
+    np.eye(10)[1].astype(np.float16).tofile(tmp_path / "out" / "00001_output_0.bin")
+    np.save(tmp_path / "labels.npy", np.array([0, 1]))
+    with pytest.raises(UserError, match="00001_output_0.bin: 20 bytes is not 10 fp32 values"):
+        accuracy_report(tmp_path / "out", tmp_path / "labels.npy")

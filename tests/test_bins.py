@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from dilated_rnn.bins import load_labels, read_bins, write_bins
 from dilated_rnn.errors import UserError

@@ -1,6 +1,5 @@
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from dilated_rnn.model import CELLS, DilatedRNN
 from dilated_rnn.reference import cell_step, reference_forward
