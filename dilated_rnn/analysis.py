@@ -64,13 +64,9 @@ def curves(dilations, max_m: int) -> dict:
 
 def plot_curves(data: dict, path) -> None:
     """Write a PNG of ``curves``' output (matplotlib, headless)."""
-    import matplotlib
+    from .plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .files import atomic_path
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     ax.plot(data["cycle_length"], data["plain_rnn"], label="plain RNN")
     ax.plot(data["cycle_length"], data["skip_rnn"], label=f"skip RNN (skip {data['skip']})")
@@ -82,6 +78,4 @@ def plot_curves(data: dict, path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)

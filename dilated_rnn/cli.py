@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plot", type=Path, default=None, help="write a PNG of the curves against cycle length here")
     r.add_argument("--max-cycle", type=int, default=1024, help="largest cycle length on the plot")
     r.set_defaults(func=cmd_mrl)
+
+    w = sub.add_parser("report", help="PNGs and a Markdown summary of a training run", formatter_class=fmt,
+                       allow_abbrev=False)
+    w.add_argument("run_dir", type=Path, help="a run directory written by drnn train")
+    w.set_defaults(func=cmd_report)
     return parser
 
 
@@ -299,6 +304,14 @@ def cmd_mrl(args) -> int:
     if args.plot:
         plot_curves(curves(args.dilations, _positive("--max-cycle", args.max_cycle)), args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    for name, path in write_report(args.run_dir).items():
+        print(f"wrote {path} ({name})")
     return 0
 
 
