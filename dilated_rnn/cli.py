@@ -35,8 +35,15 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): `drnn train: error: ...`, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drnn", description="Dilated RNNs for sequential MNIST.", allow_abbrev=False)
+    parser = _Parser(prog="drnn", description="Dilated RNNs for sequential MNIST.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.ArgumentDefaultsHelpFormatter
 

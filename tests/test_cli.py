@@ -56,10 +56,14 @@ def test_bad_input_gives_one_line_error(args, message, capsys, mnist_dir, tmp_pa
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_unknown_cell_is_an_argument_error(capsys):
+@pytest.mark.parametrize("args,message", [(["train", "-type", "transformer"], "invalid choice: 'transformer'"),
+                                          (["train", "--dilations", "1,x"], "--dilations: expected comma-separated"),
+                                          (["infer"], "the following arguments are required")])
+def test_argument_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["train", "-type", "transformer"])
-    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 def test_mrl_command(tmp_path, capsys):

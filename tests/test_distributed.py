@@ -1,14 +1,17 @@
 """torchrun with 2 CPU processes (gloo, loopback) against one process with the same global batch."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from dilated_rnn.checkpoint import load_checkpoint
-from dilated_rnn.data import batch_indices
+from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint
+from dilated_rnn.data import batch_indices, load_mnist
+from dilated_rnn.evaluate import evaluate
 from dilated_rnn.distributed import Context, shard
 
 ARGS = ["--hidden-sizes", "8", "--dilations", "1,2,4,8", "--steps", "6", "--batch-size", "16", "--eval-every", "1",
@@ -49,3 +52,7 @@ def test_two_processes_match_one(tmp_path, mnist_dir):
     for key, value in b["model"].items():
         torch.testing.assert_close(a["model"][key], value, rtol=1e-4, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+    # the validation figures the DDP run logged are those of its checkpoint evaluated in one process
+    logged = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
+    report = evaluate(model_from_checkpoint(a), load_mnist(mnist_dir)["val"].subset(50), None, 1000, "cpu")
+    assert report["accuracy"] == logged["val_accuracy"] and report["loss"] == pytest.approx(logged["val_loss"], abs=1e-6)
