@@ -42,6 +42,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a .pt checkpoint written by drnn train, or pretrained:NAME")
+    p.add_argument("--pretrained", metavar="NAME", default=None, help="a shipped model instead (drnn pretrained)")
+
+
+def _source(args) -> str:
+    """The model argument: a checkpoint path or pretrained:NAME."""
+    from .pretrained import PREFIX
+
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise UserError("give a checkpoint path or --pretrained NAME (one of them)")
+    return args.checkpoint if args.pretrained is None else PREFIX + args.pretrained
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="drnn", description="Dilated RNNs for sequential MNIST.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,18 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint", formatter_class=fmt, allow_abbrev=False)
-    e.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by drnn train")
+    _add_model_source(e)
     e.add_argument("--split", choices=("test", "val"), default="test", help="which split")
     e.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
     e.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
     e.add_argument("-o", "--output", type=Path, default=None,
-                   help="JSON report path (default: <checkpoint dir>/eval-<split>.json)")
+                   help="JSON report path (default: <checkpoint dir>/eval-<split>.json, "
+                        "or ./eval-<name>-<split>.json for --pretrained)")
     _add_data_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch",
                        formatter_class=fmt, allow_abbrev=False)
-    x.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by drnn train")
+    _add_model_source(x)
     x.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     x.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="weights and compute")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset; 11 for the Ascend ATC tool")
@@ -109,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("infer", help="run a model over a folder of .bin inputs", formatter_class=fmt,
                        allow_abbrev=False)
-    i.add_argument("model", type=Path, help=".onnx file (ONNX Runtime) or .pt checkpoint (PyTorch)")
+    i.add_argument("model", help=".onnx file (ONNX Runtime), or a .pt checkpoint or pretrained:NAME (PyTorch)")
     i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (784 float32 each)")
     i.add_argument("-o", "--output", type=Path, required=True, help="folder for NNNNN_output_0.bin files")
     i.add_argument("--batch-size", type=int, default=256, help="1 measures per-image latency")
@@ -129,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("pipeline", help="export fp32/fp16/int8, make bins, infer, report accuracy and speed",
                        formatter_class=fmt, allow_abbrev=False)
-    q.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by drnn train")
+    _add_model_source(q)
     q.add_argument("-o", "--work-dir", type=Path, default=Path("deploy"), help="folder for models, bins, outputs")
     q.add_argument("--limit", type=int, default=None, help="only the first N test images")
     q.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput run")
@@ -151,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                        allow_abbrev=False)
     w.add_argument("run_dir", type=Path, help="a run directory written by drnn train")
     w.set_defaults(func=cmd_report)
+
+    pl = sub.add_parser("pretrained", help="list the models shipped with the package", allow_abbrev=False)
+    pl.set_defaults(func=cmd_pretrained)
     return parser
 
 
@@ -206,22 +225,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
     from .data import load_mnist
+    from .distributed import resolve_device
     from .evaluate import evaluate, format_report
     from .files import write_json
-    from .distributed import resolve_device
+    from .pretrained import load_model
 
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt, args.checkpoint)
+    source = _source(args)
+    model, perm = load_model(source)
     split = load_mnist(args.data_dir)[args.split].subset(_positive("--limit", args.limit))
     dev = resolve_device(args.device)
-    report = evaluate(model.to(dev), split, permutation_from_checkpoint(ckpt, args.checkpoint), args.batch_size, dev)
-    report = {"checkpoint": str(args.checkpoint), "split": args.split, "model_config": ckpt["model_config"],
-              "permuted": ckpt["permutation"] is not None, **report}
-    out = args.output or Path(args.checkpoint).parent / f"eval-{args.split}.json"
+    report = evaluate(model.to(dev), split, perm, args.batch_size, dev)
+    report = {"checkpoint": source, "split": args.split, "model_config": model.config.to_dict(),
+              "permuted": perm is not None, **report}
+    default = (Path(f"eval-{args.pretrained}-{args.split}.json") if args.pretrained
+               else Path(args.checkpoint).parent / f"eval-{args.split}.json")
+    out = args.output or default
     write_json(out, report)
-    print(format_report(report, f"{args.checkpoint}: {args.split} split"))
+    print(format_report(report, f"{source}: {args.split} split"))
     print(f"wrote {out}")
     return 0
 
@@ -233,15 +254,14 @@ def _positive(flag: str, value):
 
 
 def cmd_export(args) -> int:
-    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
     from .data import load_mnist
     from .export import export_onnx
+    from .pretrained import load_model
 
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt, args.checkpoint)
+    model, perm = load_model(_source(args))
     images = load_mnist(args.data_dir)["test"].images[: _positive("--check-images", args.check_images)]
-    report = export_onnx(model, permutation_from_checkpoint(ckpt, args.checkpoint), args.output, images,
-                         args.precision, args.opset, args.input_name, args.output_name)
+    report = export_onnx(model, perm, args.output, images, args.precision, args.opset, args.input_name,
+                         args.output_name)
     p = report["parity"]
     print(f"wrote {report['path']} ({report['precision']}, opset {report['opset']}, {report['bytes'] / 1024:.1f} kB; "
           f"ops: {', '.join(report['ops'])})")
@@ -290,10 +310,21 @@ def cmd_pipeline(args) -> int:
 
     test = load_mnist(args.data_dir)["test"].subset(_positive("--limit", args.limit))
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    result = run_pipeline(args.checkpoint, test, args.work_dir, precisions, args.batch_size, args.batch_threads,
+    result = run_pipeline(_source(args), test, args.work_dir, precisions, args.batch_size, args.batch_threads,
                           progress=not args.no_progress)
     print(format_table(result))
     print(f"wrote {args.work_dir / 'pipeline.json'}")
+    return 0
+
+
+def cmd_pretrained(args) -> int:
+    from .pretrained import PREFIX, available
+
+    print(f"{'name':14} {'cell':5} {'task':10} {'test acc':>8}  use as")
+    for card in available():
+        task = "permuted" if card["permutation"] is not None else "unpermuted"
+        print(f"{card['name']:14} {card['model_config']['cell']:5} {task:10} {100 * card['test_accuracy']:7.2f}%  "
+              f"{PREFIX}{card['name']}")
     return 0
 
 

@@ -41,17 +41,16 @@ class OnnxBackend:
 
 
 class TorchBackend:
-    """A ``drnn train`` checkpoint run by PyTorch (the pruned classifier)."""
+    """A ``drnn train`` checkpoint or ``pretrained:NAME`` run by PyTorch (the pruned classifier)."""
 
     precision = "fp32"
 
-    def __init__(self, path: Path, threads: int):
-        from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+    def __init__(self, source, threads: int):
         from .export import DeployModel
+        from .pretrained import load_model
 
         torch.set_num_threads(threads)
-        ckpt = load_checkpoint(path)
-        self.model = DeployModel(model_from_checkpoint(ckpt, path), permutation_from_checkpoint(ckpt, path)).eval()
+        self.model = DeployModel(*load_model(source)).eval()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -59,7 +58,11 @@ class TorchBackend:
 
 
 def load_backend(model_path, threads: int = 1):
-    """ONNX Runtime for ``.onnx`` files, PyTorch for checkpoints."""
+    """ONNX Runtime for ``.onnx`` files, PyTorch for checkpoints and ``pretrained:NAME``."""
+    from .pretrained import PREFIX
+
+    if str(model_path).startswith(PREFIX):
+        return TorchBackend(model_path, threads)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserError(f"{model_path}: no such model file")

@@ -6,19 +6,18 @@ from pathlib import Path
 
 from .accuracy import accuracy_report
 from .bins import write_bins
-from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
 from .data import Split
 from .export import INT8_CELLS, PRECISIONS, export_onnx
 from .files import write_json
 from .infer import infer_folder
+from .pretrained import load_model
 
 
 def run_pipeline(checkpoint, test: Split, work_dir, precisions=PRECISIONS, batch_size: int = 256,
                  batch_threads: int = 2, progress: bool = False) -> dict:
     """For each precision: export, batch-1 inference (1 thread), batched inference, accuracy. Returns the table."""
     work_dir = Path(work_dir)
-    ckpt = load_checkpoint(checkpoint)
-    model, perm = model_from_checkpoint(ckpt, checkpoint), permutation_from_checkpoint(ckpt, checkpoint)
+    model, perm = load_model(checkpoint)
     bins = work_dir / "bins"
     if not (bins / "labels.npy").is_file():
         write_bins(test.images, test.labels, bins)

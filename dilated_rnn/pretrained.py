@@ -1,0 +1,67 @@
+"""Pretrained models shipped inside the package: safetensors weights + a JSON card each.
+
+A card holds the model config, the pixel permutation (or null), the training
+config and the measured test accuracy. Nothing is unpickled: weights load with
+safetensors, cards with json. Anywhere a checkpoint path is accepted,
+``pretrained:NAME`` names one of these (``drnn pretrained`` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .files import atomic_path, write_json
+from .model import DilatedRNNClassifier, ModelConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PREFIX = "pretrained:"
+
+
+def available(directory: Path = WEIGHTS_DIR) -> list[dict]:
+    """Every shipped model's card, with its name, sorted by name."""
+    return [{"name": p.stem, **json.loads(p.read_text())} for p in sorted(directory.glob("*.json"))]
+
+
+def save_pretrained(model: DilatedRNNClassifier, permutation, card: dict, directory: Path, name: str) -> None:
+    """Write ``NAME.safetensors`` and ``NAME.json`` (atomically)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / f"{name}.safetensors") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(directory / f"{name}.json", {
+        **card,
+        "model_config": model.config.to_dict(),
+        "permutation": None if permutation is None else permutation.tolist(),
+    })
+
+
+def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
+    """(model, permutation, card) of a shipped model."""
+    from safetensors.torch import load_file
+
+    card_path = directory / f"{name}.json"
+    if not card_path.is_file():
+        names = ", ".join(c["name"] for c in available(directory)) or "none"
+        raise UserError(f"no pretrained model {name!r}; available: {names}")
+    card = json.loads(card_path.read_text())
+    model = DilatedRNNClassifier.from_config(ModelConfig(**card["model_config"]))
+    model.load_state_dict(load_file(str(directory / f"{name}.safetensors")), strict=True)
+    perm = card["permutation"]
+    return model.eval(), None if perm is None else torch.tensor(perm, dtype=torch.long), card
+
+
+def load_model(source):
+    """(model, permutation) from a checkpoint path or ``pretrained:NAME``."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+
+    text = str(source)
+    if text.startswith(PREFIX):
+        model, perm, _ = load_pretrained(text[len(PREFIX):])
+        return model, perm
+    ckpt = load_checkpoint(source)
+    return model_from_checkpoint(ckpt, source), permutation_from_checkpoint(ckpt, source)
