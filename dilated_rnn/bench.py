@@ -1,22 +1,35 @@
-"""Benchmarks: training-step time of the pruned classifier against the full computation.
+"""Benchmarks: training-step time (fast path vs. full computation) and inference speed.
 
-Synthetic data (speed does not depend on pixel values), warm-up excluded,
-median of several timed steps, both variants in the same process, interleaved
-so that drifting machine load affects them alike. Returns data; printing is the
-CLI's job.
+Training: synthetic data (speed does not depend on pixel values), warm-up
+excluded, median of several timed steps, every variant in the same process and
+interleaved so that drifting machine load affects them alike. Variants:
+
+* ``fused``  the pruned classifier with the fused recurrences (what ``drnn train`` runs on a CPU);
+* ``pruned`` the pruned classifier on PyTorch's RNN modules (``model.rnn.fused = False``);
+* ``full``   every step of every layer, one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` call per layer.
+
+Inference: batch-1 latency (p50/p99) on one thread and batched throughput on
+``threads`` threads, with PyTorch (the fused path) and ONNX Runtime (the fp32
+export), for real trained weights. Functions return data; printing is the CLI's job.
 """
 
 from __future__ import annotations
 
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from . import kernels
 from .model import DilatedRNNClassifier, ModelConfig
 from .optim import TFRMSprop
+
+TRAIN_VARIANTS = ("fused", "pruned", "full")
 
 
 def _sync(device: torch.device) -> None:
@@ -24,9 +37,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_fn(model: DilatedRNNClassifier, full: bool, x, y):
+def _step_fn(model: DilatedRNNClassifier, variant: str, x, y):
     optimizer = TFRMSprop(model.parameters(), lr=1e-3)
-    forward = model.forward_full if full else model.forward
+    model.rnn.fused = variant == "fused"
+    forward = model.forward_full if variant == "full" else model.forward
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -38,44 +52,44 @@ def _step_fn(model: DilatedRNNClassifier, full: bool, x, y):
 
 def bench_train_step(cell: str, batch_size: int = 128, steps: int = 5, warmup: int = 2,
                      device: str = "cpu", config: ModelConfig | None = None, seq_len: int = 784) -> dict:
-    """Median seconds per training step (forward + backward + RMSProp) for pruned and full."""
+    """Median seconds per training step (forward + backward + RMSProp) of each variant."""
     dev = torch.device(device)
     config = config or ModelConfig(cell=cell)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, seq_len, config.input_size, generator=gen).to(dev)
     y = torch.randint(0, config.num_classes, (batch_size,), generator=gen).to(dev)
+    # The fused path exists on the CPU only; elsewhere "fused" would just repeat "pruned".
+    variants = TRAIN_VARIANTS if kernels.supports(x, cell) else ("pruned", "full")
     torch.manual_seed(0)
-    fns = {name: _step_fn(DilatedRNNClassifier.from_config(config).to(dev), name == "full", x, y)
-           for name in ("pruned", "full")}
-    times = {name: [] for name in fns}
-    peak = {}
+    fns = {v: _step_fn(DilatedRNNClassifier.from_config(config).to(dev), v, x, y) for v in variants}
+    times = {v: [] for v in fns}
     for i in range(warmup + steps):
-        for name, fn in fns.items():
+        for v, fn in fns.items():
             _sync(dev)
             start = time.perf_counter()
             fn()
             _sync(dev)
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    for name in fns:
-        peak[name] = _peak_memory(fns[name], dev)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
-    return {
-        "cell": cell,
-        "batch_size": batch_size,
-        "seq_len": seq_len,
-        "pruned_s": med["pruned"],
-        "full_s": med["full"],
-        "ratio": med["pruned"] / med["full"],
-        "pruned_times_s": times["pruned"],
-        "full_times_s": times["full"],
-        "pruned_peak_bytes": peak["pruned"],
-        "full_peak_bytes": peak["full"],
-    }
+                times[v].append(time.perf_counter() - start)
+    med = {v: statistics.median(ts) for v, ts in times.items()}
+    fast = "fused" if "fused" in med else "pruned"
+    result = {"cell": cell, "batch_size": batch_size, "seq_len": seq_len, "fast_path": fast,
+              "ratio": med[fast] / med["full"]}
+    for v in fns:
+        result[f"{v}_s"] = med[v]
+        result[f"{v}_ratio"] = med[v] / med["full"]
+        result[f"{v}_times_s"] = times[v]
+        result[f"{v}_peak_bytes"] = _peak_memory(fns[v], dev)
+    return result
 
 
 def _peak_memory(step, dev: torch.device) -> int | None:
-    """Peak bytes allocated by one step: CUDA's allocator stats, or PyTorch's CPU profiler."""
+    """Peak bytes allocated by one step: CUDA's allocator stats, or PyTorch's CPU profiler.
+
+    On the CPU the fused path's NumPy work arrays are outside PyTorch's allocator;
+    NumPy reports them to ``tracemalloc``, whose peak is added: the sum of the
+    two peaks, an upper bound of the true one.
+    """
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
@@ -84,15 +98,88 @@ def _peak_memory(step, dev: torch.device) -> int | None:
         return torch.cuda.max_memory_allocated(dev) - base
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+        numpy_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     # Walk the allocation events in order, tracking live bytes; the maximum is the peak.
     live = peak = 0
     events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
     for e in events:
         live += e.self_cpu_memory_usage
         peak = max(peak, live)
-    return peak
+    return peak + numpy_peak
+
+
+def bench_inference(model: DilatedRNNClassifier, permutation, backend: str, latency_images: int = 500,
+                    batch_images: int = 10000, batch_size: int = 1000, threads: int = 2) -> dict:
+    """Batch-1 latency on one thread and batched throughput on ``threads``, for one backend.
+
+    ``backend``: ``pytorch`` (the pruned classifier, fused where available) or
+    ``onnxruntime`` (the fp32 export, parity-checked on the way).
+    """
+    from .export import DeployModel, export_onnx, session
+
+    gen = np.random.default_rng(0)
+    images = gen.integers(0, 256, (max(latency_images, batch_images), 784), dtype=np.uint8)
+    x = (images.astype(np.float32) / 255.0).reshape(-1, 784, 1)
+    if backend == "pytorch":
+        deploy = DeployModel(model.cpu().eval(), permutation)
+
+        def runner(n_threads):
+            torch.set_num_threads(n_threads)
+
+            def run(batch):
+                with torch.inference_mode():
+                    return deploy(torch.from_numpy(batch)).numpy()
+            return run
+    elif backend == "onnxruntime":
+        tmp = tempfile.TemporaryDirectory()
+        path = Path(tmp.name) / "model.onnx"
+        export_onnx(model, permutation, path, torch.from_numpy(images[:64]))
+
+        def runner(n_threads):
+            sess = session(path, n_threads)
+            name = sess.get_inputs()[0].name
+            return lambda batch: sess.run(None, {name: batch})[0]
+    else:
+        raise ValueError(f"unknown backend {backend!r}; expected pytorch or onnxruntime")
+    saved_threads = torch.get_num_threads()
+    try:
+        one = runner(1)
+        for _ in range(20):  # warm-up: compilation, allocator, caches
+            one(x[:1])
+        latencies = []
+        for i in range(latency_images):
+            start = time.perf_counter()
+            one(x[i : i + 1])
+            latencies.append(time.perf_counter() - start)
+        many = runner(threads)
+        many(x[:batch_size])
+        start = time.perf_counter()
+        for s in range(0, batch_images, batch_size):
+            many(x[s : s + batch_size])
+        batched_s = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(saved_threads)
+    ms = sorted(1e3 * t for t in latencies)
+    return {
+        "cell": model.config.cell,
+        "backend": backend,
+        "latency_images": latency_images,
+        "latency_ms_p50": ms[len(ms) // 2],
+        "latency_ms_p99": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+        "batch_images": batch_images,
+        "batch_size": batch_size,
+        "batch_threads": threads,
+        "batched_s": batched_s,
+        "images_per_s": batch_images / batched_s,
+    }
 
 
 def environment(device: str = "cpu") -> dict:
@@ -100,10 +187,36 @@ def environment(device: str = "cpu") -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
+        "cpus": _cpu_count(),
         "threads": torch.get_num_threads(),
         "device": device,
+        "fused_kernels": kernels.enabled(),
     }
+    if kernels.numba is not None:
+        env["numba"] = kernels.numba.__version__
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
     return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .presets import PRESETS
 
 DEFAULT_DILATIONS = "1,2,4,8,16,32,64,128,256"
 
@@ -63,20 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     t = sub.add_parser("train", help="train a classifier on pixel MNIST", formatter_class=fmt, allow_abbrev=False)
-    t.add_argument("--run-dir", type=Path, default=None, help="output directory (default: runs/<cell>[-permuted])")
+    t.add_argument("--run-dir", type=Path, default=None, help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its last.pt, with its stored config")
-    t.add_argument("--cell", "-type", type=str.lower, default="lstm", choices=("rnn", "lstm", "gru"), help="cell")
+    t.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named recipe: cell, task, optimizer, lr, schedule, clipping; flags given explicitly win")
+    t.add_argument("--cell", "-type", type=str.lower, default=None, choices=("rnn", "lstm", "gru"),
+                   help="cell (default: lstm)")
     t.add_argument("--steps", "-epoch", type=int, default=30000, help="training steps (the reference's -epoch)")
     t.add_argument("--batch-size", "-batch_size", type=int, default=128, help="batch size")
-    t.add_argument("--lr", "-lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop",
-                   help="rmsprop is TensorFlow's (decay 0.9, mean square starting at 1)")
-    t.add_argument("--momentum", type=float, default=0.0, help="RMSProp momentum")
-    t.add_argument("--clip", type=float, default=0.0, help="max gradient norm (0: no clipping)")
-    t.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="learning-rate schedule")
-    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    t.add_argument("--permute", action="store_true", help="permuted MNIST (fixed pixel permutation from --seed)")
+    t.add_argument("--lr", "-lr", type=float, default=None, help="learning rate (default: 1e-3)")
+    t.add_argument("--optimizer", choices=("rmsprop", "adam"), default=None,
+                   help="rmsprop is TensorFlow's (decay 0.9, mean square starting at 1) (default: rmsprop)")
+    t.add_argument("--momentum", type=float, default=None, help="RMSProp momentum (default: 0)")
+    t.add_argument("--clip", type=float, default=None, help="max gradient norm, 0: no clipping (default: 0)")
+    t.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning-rate schedule (default: constant)")
+    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 0)")
+    t.add_argument("--permute", action="store_true", default=None,
+                   help="permuted MNIST (fixed pixel permutation from --seed)")
     t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=(20,),
                    help="units per layer, comma-separated; one value is used for every layer")
     t.add_argument("--dilations", type=_int_list("--dilations"), default=DEFAULT_DILATIONS,
@@ -170,25 +176,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("pretrained", help="list the models shipped with the package", allow_abbrev=False)
     pl.set_defaults(func=cmd_pretrained)
+
+    k = sub.add_parser("bench", help="speed: training step (fast vs. full) and inference latency/throughput",
+                       formatter_class=fmt, allow_abbrev=False)
+    k.add_argument("--what", default="train,infer", help="comma-separated: train, infer")
+    k.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated cells")
+    k.add_argument("--threads", type=int, default=2, help="threads of training steps and batched inference")
+    k.add_argument("--steps", type=int, default=5, help="timed training steps per variant (median reported)")
+    k.add_argument("--warmup", type=int, default=2, help="untimed training steps per variant first")
+    k.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    k.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (training steps only)")
+    k.add_argument("--backends", default="pytorch,onnxruntime", help="inference backends, comma-separated")
+    k.add_argument("--latency-images", type=int, default=500, help="batch-1 calls timed (one thread)")
+    k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
+    k.add_argument("--infer-batch-size", type=int, default=1000, help="batch size of the throughput run")
+    k.add_argument("-o", "--out", type=Path, default=None, help="write the results as JSON here")
+    k.set_defaults(func=cmd_bench)
     return parser
 
 
 def _model_and_train_config(args):
     from .model import ModelConfig
+    from .presets import resolve
     from .train import TrainConfig
 
+    recipe = resolve(args.preset, {k: getattr(args, k) for k in
+                                   ("cell", "permute", "optimizer", "lr", "schedule", "clip", "warmup", "momentum")})
     hidden = args.hidden_sizes * len(args.dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     try:
-        model_config = ModelConfig(hidden_sizes=hidden, dilations=args.dilations, cell=args.cell)
+        model_config = ModelConfig(hidden_sizes=hidden, dilations=args.dilations, cell=recipe.pop("cell"))
     except ValueError as e:
         raise UserError(f"--hidden-sizes/--dilations/--cell: {e}") from None
     try:
         cfg = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            momentum=args.momentum, clip=args.clip, schedule=args.schedule, warmup=args.warmup,
-            permute=args.permute, seed=args.seed, eval_every=args.eval_every, log_every=args.log_every,
-            eval_batch_size=args.eval_batch_size, train_limit=args.train_limit, val_limit=args.val_limit,
-            test_limit=args.test_limit,
+            steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
+            log_every=args.log_every, eval_batch_size=args.eval_batch_size, train_limit=args.train_limit,
+            val_limit=args.val_limit, test_limit=args.test_limit, **recipe,
         )
     except ValueError as e:
         raise UserError(f"training flags: {e}") from None
@@ -205,7 +228,7 @@ def cmd_train(args) -> int:
         run_dir, model_config, cfg = args.resume, None, None
     else:
         model_config, cfg = _model_and_train_config(args)
-        run_dir = args.run_dir or Path("runs") / (model_config.cell + ("-permuted" if cfg.permute else ""))
+        run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
     splits = load_mnist(args.data_dir)
     try:
         result = train(run_dir, splits, model_config, cfg, args.device, resume=args.resume is not None,
@@ -342,6 +365,56 @@ def cmd_mrl(args) -> int:
     if args.plot:
         plot_curves(curves(args.dilations, _positive("--max-cycle", args.max_cycle)), args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _choices(flag: str, text: str, allowed) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if not items or bad:
+        raise UserError(f"{flag}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+    return items
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_inference, bench_train_step, environment
+    from .files import write_json
+    from .pretrained import PREFIX, load_model
+
+    what = _choices("--what", args.what, ("train", "infer"))
+    cells = _choices("--cells", args.cells, ("rnn", "lstm", "gru"))
+    backends = _choices("--backends", args.backends, ("pytorch", "onnxruntime"))
+    for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size"):
+        _positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    results = {"environment": environment(args.device), "train": [], "infer": []}
+    mb = lambda b: f"{b / 2**20:.1f}" if b is not None else "-"
+    if "train" in what:
+        print(f"training step, batch {args.batch_size}, {args.threads} threads, median of {args.steps} "
+              f"(seconds; ratio to full; peak MB)")
+        print(f"{'cell':5} {'fused':>8} {'pruned':>8} {'full':>8} {'fused/full':>10} {'pruned/full':>11} "
+              f"{'fused MB':>9} {'full MB':>8}")
+        for cell in cells:
+            r = bench_train_step(cell, args.batch_size, args.steps, args.warmup, args.device)
+            results["train"].append(r)
+            get = lambda key, fmt: format(r[key], fmt) if key in r else "-"
+            print(f"{cell:5} {get('fused_s', '8.4f'):>8} {r['pruned_s']:8.4f} {r['full_s']:8.4f} "
+                  f"{get('fused_ratio', '10.3f'):>10} {r['pruned_ratio']:11.3f} "
+                  f"{mb(r.get('fused_peak_bytes')):>9} {mb(r['full_peak_bytes']):>8}", flush=True)
+    if "infer" in what:
+        print(f"inference, shipped unpermuted models: batch 1 on 1 thread ({args.latency_images} images); "
+              f"{args.batch_images} images in batches of {args.infer_batch_size} on {args.threads} threads")
+        print(f"{'cell':5} {'backend':12} {'p50 ms':>7} {'p99 ms':>7} {'batched s':>9} {'images/s':>9}")
+        for cell in cells:
+            model, permutation = load_model(f"{PREFIX}{cell}-mnist")
+            for backend in backends:
+                r = bench_inference(model, permutation, backend, args.latency_images, args.batch_images,
+                                    args.infer_batch_size, args.threads)
+                results["infer"].append(r)
+                print(f"{cell:5} {backend:12} {r['latency_ms_p50']:7.3f} {r['latency_ms_p99']:7.3f} "
+                      f"{r['batched_s']:9.3f} {r['images_per_s']:9.0f}", flush=True)
+    if args.out:
+        write_json(args.out, results)
+        print(f"wrote {args.out}")
     return 0
 
 

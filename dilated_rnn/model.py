@@ -33,7 +33,9 @@ Two ways to run the stack, with identical results:
   outputs depend on (``pruning.plan_outputs``). A classifier reads the last
   step only; with nested dilations (each divides the next) layer l then needs
   the single chain t = T-1 (mod d_l): 1,568 cell steps per 784-pixel image
-  for dilations 1..256 instead of 7,056.
+  for dilations 1..256 instead of 7,056. On the CPU in float32 each layer's
+  recurrence there runs as one compiled loop (``kernels.py``) rather than
+  PyTorch's per-step modules; ``fused = False`` turns that off.
 
 Initialisation follows the TensorFlow recipe of the paper's code (see
 ``init_cell_`` and ``DilatedRNNClassifier.reset_parameters``). Cells use
@@ -49,6 +51,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from . import kernels
 from .pruning import plan_outputs
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -140,6 +143,9 @@ class DilatedRNN(nn.Module):
             CELLS[cell](sizes[i], sizes[i + 1], batch_first=True) for i in range(len(hidden_sizes))
         )
         self._index_cache: dict = {}
+        # outputs_at runs each layer's recurrence as one compiled loop where it can
+        # (kernels.py, float32 on the CPU); False keeps PyTorch's modules everywhere.
+        self.fused = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -174,7 +180,7 @@ class DilatedRNN(nn.Module):
                 h = torch.cat([h, h.new_zeros(B, 1, h.shape[2])], dim=1)
             # The chains' inputs, chain-major: [B, R*n, F_l] -> [B*R, n, F_l]
             h = h.index_select(1, gather).reshape(B * R, n, -1)
-            h, _ = layer(h)  # [B*R, n, H_l]
+            h = kernels.run_layer(layer, h, self.cell) if self.fused else layer(h)[0]  # [B*R, n, H_l]
             h = h.reshape(B, R * n, -1)  # outputs at the layer's plan positions
         return h.index_select(1, readout)  # [B, len(steps), H_top]
 

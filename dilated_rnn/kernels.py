@@ -1,0 +1,260 @@
+"""Fused CPU recurrences: one compiled loop per layer instead of a PyTorch op per step.
+
+PyTorch's CPU ``nn.GRU`` and ``nn.RNN`` run a generic per-step loop, and their
+backward pass builds and walks an autograd node for every small op of every
+step. At 20 units and batch 128 that overhead, not arithmetic, is the cost.
+Here the whole recurrence of a layer (forward or backward through time) is one
+Numba-compiled function; the chains of a batch are independent, so rows run in
+parallel on PyTorch's thread count. Matrix products over all steps at once
+(the input projection, the weight gradients) stay PyTorch GEMMs, so autograd
+sees a layer as
+
+    gates_x = x @ W_ih^T + b_ih      (PyTorch)
+    h       = recurrence(gates_x, W_hh, b_hh)   (this module, custom backward)
+
+tanh and the logistic use a rational approximation (|error| < 3e-7, the one
+Eigen uses) that the compiler can vectorise; everything else is the cells'
+equations as ``reference.py`` writes them, in PyTorch's gate order. The fast
+path is float32 on the CPU only; ``run_layer`` falls back to the PyTorch module
+everywhere else, and ``tests/test_kernels.py`` checks the two agree in outputs
+and every gradient. Set ``DRNN_FUSED=0`` to turn it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+try:  # an optional accelerator: without Numba every layer runs PyTorch's module
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised only where Numba is missing
+    numba = None
+
+CELLS = ("rnn", "lstm", "gru")
+# Approximate-math flags that keep NaN and inf propagating (no "nnan"/"ninf"),
+# so a diverging run still shows a NaN loss.
+_FLAGS = {"contract", "afn", "arcp", "reassoc"}
+
+
+def enabled() -> bool:
+    return numba is not None and os.environ.get("DRNN_FUSED", "1") != "0"
+
+
+def supports(x: torch.Tensor, cell: str) -> bool:
+    # Tracing (ONNX export) must see PyTorch's RNN modules, which map to native ONNX ops.
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    return enabled() and not tracing and cell in CELLS and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str) -> torch.Tensor:
+    """One recurrent layer from a zero state: [N, n, F] -> outputs [N, n, H]."""
+    if not supports(x, cell):
+        return layer(x)[0]
+    gates_x = nn.functional.linear(x, layer.weight_ih_l0, layer.bias_ih_l0)  # [N, n, G*H]
+    return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell)
+
+
+class _Recurrence(torch.autograd.Function):
+    """h = recurrence(gates_x, W_hh, b_hh) with the backward pass through time fused too."""
+
+    @staticmethod
+    def forward(ctx, gates_x, w_hh, b_hh, cell):
+        _use_torch_threads()
+        N, n, _ = gates_x.shape
+        H = w_hh.shape[1]
+        gx = gates_x.detach().contiguous().numpy()
+        h = np.empty((N, n, H), np.float32)
+        aux = np.empty((_AUX[cell], N, n, H), np.float32)  # what the backward pass needs
+        _FORWARD[cell](gx, np.ascontiguousarray(w_hh.detach().numpy().T), b_hh.detach().numpy(), h, aux)
+        h = torch.from_numpy(h)
+        ctx.cell = cell
+        ctx.save_for_backward(w_hh, h, torch.from_numpy(aux))
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        _use_torch_threads()
+        w_hh, h, aux = ctx.saved_tensors
+        N, n, H = h.shape
+        d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
+        d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
+        _BACKWARD[ctx.cell](grad_h.contiguous().numpy(), w_hh.detach().contiguous().numpy(), h.numpy(),
+                            aux.numpy(), d_gates, d_gates_h)
+        d_gates_x, d_gates_h = torch.from_numpy(d_gates), torch.from_numpy(d_gates_h)
+        h_prev = nn.functional.pad(h[:, :-1], (0, 0, 1, 0))  # the state each step read; zero first
+        grad_w_hh = d_gates_h.reshape(-1, d_gates_h.shape[2]).T @ h_prev.reshape(-1, H)
+        return d_gates_x, grad_w_hh, d_gates_h.sum((0, 1)), None
+
+
+def _use_torch_threads() -> None:
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+if numba is not None:
+
+    @njit(inline="always", fastmath=_FLAGS)
+    def _tanh(x):
+        # Rational minimax approximation on [-7.9053, 7.9053] (Eigen's fast float tanh); beyond it
+        # tanh rounds to +-1 in float32. min/max keep NaN (Python semantics).
+        x = max(min(x, np.float32(7.90531110763549805)), np.float32(-7.90531110763549805))
+        x2 = x * x
+        p = np.float32(-2.76076847742355e-16)
+        p = p * x2 + np.float32(2.00018790482477e-13)
+        p = p * x2 + np.float32(-8.60467152213735e-11)
+        p = p * x2 + np.float32(5.12229709037114e-08)
+        p = p * x2 + np.float32(1.48572235717979e-05)
+        p = p * x2 + np.float32(6.37261928875436e-04)
+        p = p * x2 + np.float32(4.89352455891786e-03)
+        q = np.float32(1.19825839466702e-06)
+        q = q * x2 + np.float32(1.18534705686654e-04)
+        q = q * x2 + np.float32(2.26843463243900e-03)
+        q = q * x2 + np.float32(4.89352518554385e-03)
+        return x * p / q
+
+    @njit(inline="always", fastmath=_FLAGS)
+    def _sigmoid(x):
+        return np.float32(0.5) * _tanh(np.float32(0.5) * x) + np.float32(0.5)
+
+    @njit(inline="always", fastmath=_FLAGS)
+    def _recurrent_gates(gh, h, w_hh_t, b_hh):
+        """gh = h @ W_hh^T + b_hh for one row."""
+        for j in range(gh.shape[0]):
+            gh[j] = b_hh[j]
+        for k in range(h.shape[0]):
+            hk = h[k]
+            for j in range(gh.shape[0]):
+                gh[j] += hk * w_hh_t[k, j]
+
+    @njit(inline="always", fastmath=_FLAGS)
+    def _back_to_state(dh, dg, w_hh):
+        """dh += dg @ W_hh for one row."""
+        for j in range(dg.shape[0]):
+            g = dg[j]
+            for k in range(dh.shape[0]):
+                dh[k] += g * w_hh[j, k]
+
+    # ---- vanilla RNN: h_t = tanh(gx_t + h_{t-1} W_hh^T + b_hh); aux: nothing
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _rnn_forward(gx, w_hh_t, b_hh, hs, aux):
+        N, n, H = hs.shape
+        for b in prange(N):
+            gh = np.empty(H, np.float32)
+            h = np.zeros(H, np.float32)
+            for t in range(n):
+                _recurrent_gates(gh, h, w_hh_t, b_hh)
+                for j in range(H):
+                    h[j] = _tanh(gx[b, t, j] + gh[j])
+                    hs[b, t, j] = h[j]
+
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _rnn_backward(dout, w_hh, hs, aux, dgx, dgh):
+        N, n, H = hs.shape
+        for b in prange(N):
+            dh = np.zeros(H, np.float32)
+            for t in range(n - 1, -1, -1):
+                for j in range(H):
+                    h = hs[b, t, j]
+                    dgx[b, t, j] = (dout[b, t, j] + dh[j]) * (np.float32(1) - h * h)
+                    dh[j] = 0
+                _back_to_state(dh, dgx[b, t], w_hh)
+
+    # ---- LSTM, gates i, f, g, o: c_t = f c + i g, h_t = o tanh(c_t); aux: i, f, g, o, c, tanh(c)
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _lstm_forward(gx, w_hh_t, b_hh, hs, aux):
+        N, n, H = hs.shape
+        for b in prange(N):
+            gh = np.empty(4 * H, np.float32)
+            h = np.zeros(H, np.float32)
+            c = np.zeros(H, np.float32)
+            for t in range(n):
+                _recurrent_gates(gh, h, w_hh_t, b_hh)
+                for j in range(H):
+                    i = _sigmoid(gx[b, t, j] + gh[j])
+                    f = _sigmoid(gx[b, t, H + j] + gh[H + j])
+                    g = _tanh(gx[b, t, 2 * H + j] + gh[2 * H + j])
+                    o = _sigmoid(gx[b, t, 3 * H + j] + gh[3 * H + j])
+                    c[j] = f * c[j] + i * g
+                    tc = _tanh(c[j])
+                    h[j] = o * tc
+                    hs[b, t, j] = h[j]
+                    aux[0, b, t, j] = i
+                    aux[1, b, t, j] = f
+                    aux[2, b, t, j] = g
+                    aux[3, b, t, j] = o
+                    aux[4, b, t, j] = c[j]
+                    aux[5, b, t, j] = tc
+
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _lstm_backward(dout, w_hh, hs, aux, dgx, dgh):
+        N, n, H = hs.shape
+        one = np.float32(1)
+        for b in prange(N):
+            dh = np.zeros(H, np.float32)
+            dc = np.zeros(H, np.float32)
+            for t in range(n - 1, -1, -1):
+                for j in range(H):
+                    i, f, g, o = aux[0, b, t, j], aux[1, b, t, j], aux[2, b, t, j], aux[3, b, t, j]
+                    tc = aux[5, b, t, j]
+                    c_prev = aux[4, b, t - 1, j] if t > 0 else np.float32(0)
+                    d = dout[b, t, j] + dh[j]
+                    dct = dc[j] + d * o * (one - tc * tc)
+                    dgx[b, t, j] = dct * g * i * (one - i)
+                    dgx[b, t, H + j] = dct * c_prev * f * (one - f)
+                    dgx[b, t, 2 * H + j] = dct * i * (one - g * g)
+                    dgx[b, t, 3 * H + j] = d * tc * o * (one - o)
+                    dc[j] = dct * f
+                    dh[j] = 0
+                _back_to_state(dh, dgx[b, t], w_hh)
+
+    # ---- GRU, gates r, z, n: n_t = tanh(gx_n + r (h W_hn^T + b_hn)), h_t = n + z (h_{t-1} - n)
+    # aux: r, z, n, (h W_hn^T + b_hn)
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _gru_forward(gx, w_hh_t, b_hh, hs, aux):
+        N, n, H = hs.shape
+        for b in prange(N):
+            gh = np.empty(3 * H, np.float32)
+            h = np.zeros(H, np.float32)
+            for t in range(n):
+                _recurrent_gates(gh, h, w_hh_t, b_hh)
+                for j in range(H):
+                    r = _sigmoid(gx[b, t, j] + gh[j])
+                    z = _sigmoid(gx[b, t, H + j] + gh[H + j])
+                    nn_ = _tanh(gx[b, t, 2 * H + j] + r * gh[2 * H + j])
+                    h[j] = nn_ + z * (h[j] - nn_)
+                    hs[b, t, j] = h[j]
+                    aux[0, b, t, j] = r
+                    aux[1, b, t, j] = z
+                    aux[2, b, t, j] = nn_
+                    aux[3, b, t, j] = gh[2 * H + j]
+
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _gru_backward(dout, w_hh, hs, aux, dgx, dgh):
+        N, n, H = hs.shape
+        one = np.float32(1)
+        for b in prange(N):
+            dh = np.zeros(H, np.float32)
+            for t in range(n - 1, -1, -1):
+                for j in range(H):
+                    r, z, nn_, ghn = aux[0, b, t, j], aux[1, b, t, j], aux[2, b, t, j], aux[3, b, t, j]
+                    h_prev = hs[b, t - 1, j] if t > 0 else np.float32(0)
+                    d = dout[b, t, j] + dh[j]
+                    dn = d * (one - z) * (one - nn_ * nn_)
+                    dr = dn * ghn * r * (one - r)
+                    dz = d * (h_prev - nn_) * z * (one - z)
+                    dgx[b, t, j] = dr
+                    dgx[b, t, H + j] = dz
+                    dgx[b, t, 2 * H + j] = dn
+                    dgh[b, t, j] = dr
+                    dgh[b, t, H + j] = dz
+                    dgh[b, t, 2 * H + j] = dn * r
+                    dh[j] = d * z
+                _back_to_state(dh, dgh[b, t], w_hh)
+
+    _FORWARD = {"rnn": _rnn_forward, "lstm": _lstm_forward, "gru": _gru_forward}
+    _BACKWARD = {"rnn": _rnn_backward, "lstm": _lstm_backward, "gru": _gru_backward}
+
+_AUX = {"rnn": 0, "lstm": 6, "gru": 4}

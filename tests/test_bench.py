@@ -1,0 +1,51 @@
+"""The benchmark functions return well-formed figures (their values are not asserted: speed is measured, not tested)."""
+
+import json
+
+import pytest
+import torch
+
+from dilated_rnn import kernels
+from dilated_rnn.bench import bench_inference, bench_train_step
+from dilated_rnn.cli import main
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+
+SMALL = ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru")
+
+
+def test_train_step_times_every_variant():
+    r = bench_train_step("gru", batch_size=4, steps=2, warmup=1, config=SMALL, seq_len=16)
+    variants = ("fused", "pruned", "full") if kernels.enabled() else ("pruned", "full")
+    assert r["fast_path"] == variants[0]
+    for v in variants:
+        assert len(r[f"{v}_times_s"]) == 2 and r[f"{v}_s"] > 0
+        assert r[f"{v}_peak_bytes"] > 0
+    assert r["ratio"] == pytest.approx(r[f"{variants[0]}_s"] / r["full_s"])
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "onnxruntime"])
+def test_inference_bench_both_backends(backend):
+    model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="lstm"))
+    r = bench_inference(model, None, backend, latency_images=5, batch_images=6, batch_size=4, threads=1)
+    assert r["backend"] == backend and r["latency_ms_p50"] <= r["latency_ms_p99"]
+    assert r["batched_s"] > 0 and r["images_per_s"] == pytest.approx(6 / r["batched_s"])
+    assert torch.get_num_threads() >= 1
+
+
+def test_cli_bench_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--what", "infer", "--cells", "rnn", "--backends", "pytorch", "--latency-images", "3",
+                 "--batch-images", "4", "--infer-batch-size", "2", "--threads", "1", "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["infer"][0]["cell"] == "rnn" and data["environment"]["threads"] == 1
+    assert "p50 ms" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--what", "train,speed"], "--what"), (["--cells", "lstm,tcn"], "--cells"), (["--steps", "0"], "--steps"),
+    (["--backends", "tensorrt"], "--backends"),
+])
+def test_cli_bench_rejects_bad_flags(flags, message, capsys):
+    assert main(["bench", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

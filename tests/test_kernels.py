@@ -1,0 +1,108 @@
+"""The fused CPU recurrences against PyTorch's modules and the per-step reference."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from dilated_rnn import kernels
+from dilated_rnn.data import to_sequences
+from dilated_rnn.model import CELLS, DilatedRNNClassifier, ModelConfig, init_cell_
+from dilated_rnn.reference import reference_forward
+
+pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
+
+# (rows, steps, input features, hidden units): odd sizes, one step, one row, a paper-sized layer
+SHAPES = ((3, 7, 2, 5), (1, 1, 1, 4), (5, 33, 20, 20), (2, 784, 1, 20))
+
+
+def _layer(cell, F, H):
+    layer = CELLS[cell](F, H, batch_first=True)
+    init_cell_(layer, cell)
+    with torch.no_grad():  # non-zero biases everywhere, so every bias gradient path is exercised
+        for p in (layer.bias_ih_l0, layer.bias_hh_l0):
+            p.add_(0.1 * torch.randn_like(p))
+    return layer
+
+
+def _outputs_and_grads(layer, x, upstream, run):
+    layer.zero_grad()
+    x = x.detach().requires_grad_(True)
+    y = run(layer, x)
+    (y * upstream).sum().backward()
+    return [y.detach(), x.grad] + [p.grad for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("cell,shape", list(itertools.product(kernels.CELLS, SHAPES)))
+def test_fused_layer_matches_pytorch_module(cell, shape):
+    N, n, F, H = shape
+    layer = _layer(cell, F, H)
+    x = torch.randn(N, n, F)
+    upstream = torch.randn(N, n, H)
+    fused = _outputs_and_grads(layer, x, upstream, lambda m, v: kernels.run_layer(m, v, cell))
+    plain = _outputs_and_grads(layer, x, upstream, lambda m, v: m(v)[0])
+    names = ["output", "input grad"] + [name for name, _ in layer.named_parameters()]
+    for name, a, b in zip(names, fused, plain):
+        scale = b.abs().max().item() or 1.0
+        assert (a - b).abs().max().item() <= 2e-5 * scale + 1e-6, f"{cell} {shape}: {name} differs"
+
+
+@pytest.mark.parametrize("cell,dilations,T", [
+    ("rnn", [1, 2, 4, 8], 24), ("lstm", [1, 3, 9], 25), ("gru", [2, 4, 8], 7),
+    ("lstm", [3, 2, 5], 24), ("gru", [1, 1, 2], 25), ("rnn", [4], 7),
+])
+def test_fused_classifier_matches_reference_and_pure_path(cell, dilations, T):
+    """Pruned + fused (float32) vs the per-step loop written from the equations, and vs fused off."""
+    model = DilatedRNNClassifier(2, [5, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3)
+    x = torch.randn(3, T, 2)
+    B = x.shape[0]
+    expected = model.head(reference_forward(model.rnn, x)[:, T - dilations[0]:].reshape(B, -1))
+    results = []
+    for fused in (True, False):
+        model.rnn.fused = fused
+        model.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        logits = model(xi)
+        logits.pow(2).sum().backward()
+        results.append([logits.detach(), xi.grad] + [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", kernels.CELLS)
+def test_fused_training_step_on_real_images_matches_pure_path(cell, mnist):
+    """Paper scale (784 steps, dilations 1..256) on 16 real test images: loss and every gradient."""
+    model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell))
+    x = to_sequences(mnist["test"].images[:16])
+    y = torch.as_tensor(mnist["test"].labels[:16]).long()
+    results = []
+    for fused in (True, False):
+        model.rnn.fused = fused
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), results[0][1:], results[1][1:]):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7, f"{cell}: gradient of {name} differs"
+
+
+@pytest.mark.parametrize("cell", kernels.CELLS)
+def test_nan_input_propagates(cell):
+    """Fast math must not hide a diverged run: NaN in, NaN out (so the loss check sees it)."""
+    layer = _layer(cell, 1, 4)
+    x = torch.zeros(2, 5, 1)
+    x[0, 2, 0] = float("nan")
+    y = kernels.run_layer(layer, x, cell)
+    assert torch.isnan(y[0, 2:]).all() and not torch.isnan(y[0, :2]).any() and not torch.isnan(y[1]).any()
+
+
+def test_float64_and_disabled_use_the_module(monkeypatch):
+    layer = _layer("gru", 2, 3).double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+    assert not kernels.supports(x, "gru")
+    torch.testing.assert_close(kernels.run_layer(layer, x, "gru"), layer(x)[0], rtol=0, atol=0)
+    monkeypatch.setenv("DRNN_FUSED", "0")
+    assert not kernels.supports(x.float(), "gru")
