@@ -58,6 +58,64 @@ def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str) -> torch.Tensor:
     return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell)
 
 
+def stack_outputs(rnn, x: torch.Tensor, plan) -> torch.Tensor:
+    """Inference: the whole pruned stack in one compiled call, rows in parallel.
+
+    ``rnn`` is a ``DilatedRNN``, ``plan`` its ``pruning.OutputPlan`` for ``x``
+    [B, T, F]; returns the top-layer outputs at the plan's readout rows
+    [B, len(readout), H_top], as ``DilatedRNN.outputs_at`` does. No autograd:
+    callers use it under ``torch.no_grad`` / ``inference_mode`` only. One call
+    instead of a few PyTorch ops per layer is what makes batch-1 latency small.
+    """
+    _use_torch_threads()
+    packed = _packed(rnn, plan)
+    weights = _packed_weights(rnn)
+    out = np.empty((x.shape[0], len(plan.readout), rnn.hidden_sizes[-1]), np.float32)
+    _stack_forward(x.detach().contiguous().numpy(), weights, *packed, out)
+    return torch.from_numpy(out)
+
+
+def _packed_weights(rnn) -> np.ndarray:
+    """All layers' weights in one flat array, rebuilt only when a parameter has changed.
+
+    A parameter's version counter moves on every in-place update (optimizer
+    steps, ``load_state_dict``), so the key notices training between calls.
+    """
+    params = list(rnn.layers.parameters())
+    key = tuple((p.data_ptr(), p._version) for p in params)
+    cached = getattr(rnn, "_packed_weights", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            flat = torch.cat([w.detach().reshape(-1) for w in _stack_weights(rnn)]).numpy()
+        cached = (key, flat)
+        rnn._packed_weights = cached
+    return cached[1]
+
+
+def _stack_weights(rnn):
+    """Per layer: W_ih^T [F, G*H], W_hh^T [H, G*H], b_ih, b_hh (the order ``_stack_forward`` reads)."""
+    for layer in rnn.layers:
+        yield layer.weight_ih_l0.t().contiguous()
+        yield layer.weight_hh_l0.t().contiguous()
+        yield layer.bias_ih_l0
+        yield layer.bias_hh_l0
+
+
+_PACKED: dict = {}
+
+
+def _packed(rnn, plan):
+    """The plan and layer sizes as flat integer arrays, cached per plan and stack shape."""
+    shape = tuple((layer.input_size, layer.hidden_size) for layer in rnn.layers)
+    key = (id(plan), rnn.cell, shape)
+    if key not in _PACKED:
+        sizes = np.array([(F, H, len(lp.residues), lp.length) for (F, H), lp in zip(shape, plan.layers)], np.int64)
+        gather = np.concatenate([np.asarray(lp.gather, np.int64) for lp in plan.layers])
+        # The plan itself is kept in the value so that its id cannot be reused by another plan.
+        _PACKED[key] = (plan, _CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64))
+    return _PACKED[key][1:]
+
+
 class _Recurrence(torch.autograd.Function):
     """h = recurrence(gates_x, W_hh, b_hh) with the backward pass through time fused too."""
 
@@ -254,7 +312,83 @@ if numba is not None:
                     dh[j] = d * z
                 _back_to_state(dh, dgh[b, t], w_hh)
 
+    # ---- inference over the whole pruned stack (see stack_outputs); cell codes 0 rnn, 1 lstm, 2 gru
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _stack_forward(x, weights, cell, sizes, gather, readout, out):
+        B, T, F0 = x.shape
+        L = sizes.shape[0]
+        G = 1 if cell == 0 else (4 if cell == 1 else 3)
+        longest = T * F0
+        for l in range(L):
+            longest = max(longest, sizes[l, 1] * sizes[l, 2] * sizes[l, 3])
+        for b in prange(B):
+            below = np.empty(longest, np.float32)  # the layer below's outputs, row-major [rows, F]
+            above = np.empty(longest, np.float32)
+            below[: T * F0] = x[b].reshape(-1)
+            rows_below = T
+            w_off = 0
+            g_off = 0
+            for l in range(L):
+                F, H, R, n = sizes[l, 0], sizes[l, 1], sizes[l, 2], sizes[l, 3]
+                GH = G * H
+                w_ih = weights[w_off : w_off + F * GH].reshape(F, GH)
+                w_off += F * GH
+                w_hh = weights[w_off : w_off + H * GH].reshape(H, GH)
+                w_off += H * GH
+                b_ih = weights[w_off : w_off + GH]
+                w_off += GH
+                b_hh = weights[w_off : w_off + GH]
+                w_off += GH
+                # Input projections of every step first: independent work, off the recurrence's critical path.
+                gx = np.empty((R * n, GH), np.float32)
+                for p in range(R * n):
+                    src = gather[g_off + p]
+                    for j in range(GH):
+                        gx[p, j] = b_ih[j]
+                    if src < rows_below:  # else a padded step: zero input
+                        for f in range(F):
+                            v = below[src * F + f]
+                            for j in range(GH):
+                                gx[p, j] += v * w_ih[f, j]
+                gh = np.empty(GH, np.float32)
+                h = np.empty(H, np.float32)
+                c = np.empty(H, np.float32)
+                for r in range(R):
+                    h[:] = 0
+                    c[:] = 0
+                    for k in range(n):
+                        gi = gx[r * n + k]
+                        _recurrent_gates(gh, h, w_hh, b_hh)
+                        if cell == 0:
+                            for j in range(H):
+                                h[j] = _tanh(gi[j] + gh[j])
+                        elif cell == 1:
+                            for j in range(H):
+                                i = _sigmoid(gi[j] + gh[j])
+                                f_ = _sigmoid(gi[H + j] + gh[H + j])
+                                g = _tanh(gi[2 * H + j] + gh[2 * H + j])
+                                o = _sigmoid(gi[3 * H + j] + gh[3 * H + j])
+                                c[j] = f_ * c[j] + i * g
+                                h[j] = o * _tanh(c[j])
+                        else:
+                            for j in range(H):
+                                rg = _sigmoid(gi[j] + gh[j])
+                                z = _sigmoid(gi[H + j] + gh[H + j])
+                                nn_ = _tanh(gi[2 * H + j] + rg * gh[2 * H + j])
+                                h[j] = nn_ + z * (h[j] - nn_)
+                        base = (r * n + k) * H
+                        for j in range(H):
+                            above[base + j] = h[j]
+                g_off += R * n
+                rows_below = R * n
+                below, above = above, below
+            H = sizes[L - 1, 1]
+            for i in range(readout.shape[0]):
+                for j in range(H):
+                    out[b, i, j] = below[readout[i] * H + j]
+
     _FORWARD = {"rnn": _rnn_forward, "lstm": _lstm_forward, "gru": _gru_forward}
     _BACKWARD = {"rnn": _rnn_backward, "lstm": _lstm_backward, "gru": _gru_backward}
 
 _AUX = {"rnn": 0, "lstm": 6, "gru": 4}
+_CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}

@@ -173,6 +173,8 @@ class DilatedRNN(nn.Module):
         outputs depend on.
         """
         B, T, _ = x.shape
+        if self.fused and not torch.is_grad_enabled() and kernels.supports(x, self.cell):
+            return kernels.stack_outputs(self, x, self._plan(T, tuple(steps)))
         layers_plan, readout = self._indices(T, tuple(steps), x.device)
         h = x
         for layer, (gather, R, n, padded) in zip(self.layers, layers_plan):
@@ -184,10 +186,16 @@ class DilatedRNN(nn.Module):
             h = h.reshape(B, R * n, -1)  # outputs at the layer's plan positions
         return h.index_select(1, readout)  # [B, len(steps), H_top]
 
+    def _plan(self, T: int, steps: tuple[int, ...]):
+        key = (T, steps)
+        if key not in self._index_cache:
+            self._index_cache[key] = plan_outputs(T, self.dilations, steps)
+        return self._index_cache[key]
+
     def _indices(self, T: int, steps: tuple[int, ...], device: torch.device):
         key = (T, steps, str(device))
         if key not in self._index_cache:
-            plan = plan_outputs(T, self.dilations, steps)
+            plan = self._plan(T, steps)
             layers_plan = [
                 (torch.tensor(lp.gather, device=device), len(lp.residues), lp.length, lp.padded)
                 for lp in plan.layers

@@ -106,3 +106,58 @@ def test_float64_and_disabled_use_the_module(monkeypatch):
     torch.testing.assert_close(kernels.run_layer(layer, x, "gru"), layer(x)[0], rtol=0, atol=0)
     monkeypatch.setenv("DRNN_FUSED", "0")
     assert not kernels.supports(x.float(), "gru")
+
+
+SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [2, 4, 8], [1, 1, 2], [3, 2, 5], [4])
+
+
+@pytest.mark.parametrize("cell,dilations,T", list(itertools.product(kernels.CELLS, SCHEDULES, (24, 25, 7))))
+def test_compiled_inference_matches_reference(cell, dilations, T):
+    """No-grad forward (the whole stack in one compiled call) vs the per-step loop from the equations."""
+    if T < dilations[0]:
+        pytest.skip("sequence shorter than the readout")
+    model = DilatedRNNClassifier(2, [5, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3)
+    x = torch.randn(3, T, 2)
+    expected = model.head(reference_forward(model.rnn, x)[:, T - dilations[0]:].reshape(3, -1))
+    with torch.no_grad():
+        got = model(x)
+        model.rnn.fused = False
+        pure = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, pure, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", kernels.CELLS)
+def test_compiled_inference_on_real_images_at_paper_scale(cell, mnist):
+    model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell))
+    x = to_sequences(mnist["test"].images[:32])
+    with torch.inference_mode():
+        got = model(x)
+        model.rnn.fused = False
+        pure = model(x)
+    torch.testing.assert_close(got, pure, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == pure.argmax(1)).all()
+
+
+def test_compiled_inference_sees_weight_updates():
+    """The packed weights are rebuilt after an optimizer step or load_state_dict, never stale."""
+    model = DilatedRNNClassifier(1, [6, 6], [1, 2], "lstm", num_classes=4)
+    x = torch.rand(5, 12, 1)
+    with torch.no_grad():
+        before = model(x)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    nn.functional.cross_entropy(model(x), torch.arange(5) % 4).backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = model(x)
+        model.rnn.fused = False
+        expected = model(x)
+        model.rnn.fused = True
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+    fresh = DilatedRNNClassifier(1, [6, 6], [1, 2], "lstm", num_classes=4)
+    with torch.no_grad():
+        fresh(x)  # packs its own initial weights
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
