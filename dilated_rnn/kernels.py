@@ -140,7 +140,7 @@ class _Recurrence(torch.autograd.Function):
         N, n, H = h.shape
         d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
         d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
-        _BACKWARD[ctx.cell](grad_h.contiguous().numpy(), w_hh.detach().contiguous().numpy(), h.numpy(),
+        _BACKWARD[ctx.cell](grad_h.contiguous().numpy(), np.ascontiguousarray(w_hh.detach().numpy().T), h.numpy(),
                             aux.numpy(), d_gates, d_gates_h)
         d_gates_x, d_gates_h = torch.from_numpy(d_gates), torch.from_numpy(d_gates_h)
         h_prev = nn.functional.pad(h[:, :-1], (0, 0, 1, 0))  # the state each step read; zero first
@@ -188,12 +188,13 @@ if numba is not None:
                 gh[j] += hk * w_hh_t[k, j]
 
     @njit(inline="always", fastmath=_FLAGS)
-    def _back_to_state(dh, dg, w_hh):
-        """dh += dg @ W_hh for one row."""
-        for j in range(dg.shape[0]):
-            g = dg[j]
-            for k in range(dh.shape[0]):
-                dh[k] += g * w_hh[j, k]
+    def _back_to_state(dh, dg, w_hh_t):
+        """dh += dg @ W_hh for one row: a dot product over the gates per state unit."""
+        for k in range(dh.shape[0]):
+            s = np.float32(0)
+            for j in range(dg.shape[0]):
+                s += dg[j] * w_hh_t[k, j]
+            dh[k] += s
 
     # ---- vanilla RNN: h_t = tanh(gx_t + h_{t-1} W_hh^T + b_hh); aux: nothing
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
@@ -209,7 +210,7 @@ if numba is not None:
                     hs[b, t, j] = h[j]
 
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _rnn_backward(dout, w_hh, hs, aux, dgx, dgh):
+    def _rnn_backward(dout, w_hh_t, hs, aux, dgx, dgh):
         N, n, H = hs.shape
         for b in prange(N):
             dh = np.zeros(H, np.float32)
@@ -218,7 +219,7 @@ if numba is not None:
                     h = hs[b, t, j]
                     dgx[b, t, j] = (dout[b, t, j] + dh[j]) * (np.float32(1) - h * h)
                     dh[j] = 0
-                _back_to_state(dh, dgx[b, t], w_hh)
+                _back_to_state(dh, dgx[b, t], w_hh_t)
 
     # ---- LSTM, gates i, f, g, o: c_t = f c + i g, h_t = o tanh(c_t); aux: i, f, g, o, c, tanh(c)
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
@@ -247,7 +248,7 @@ if numba is not None:
                     aux[5, b, t, j] = tc
 
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _lstm_backward(dout, w_hh, hs, aux, dgx, dgh):
+    def _lstm_backward(dout, w_hh_t, hs, aux, dgx, dgh):
         N, n, H = hs.shape
         one = np.float32(1)
         for b in prange(N):
@@ -266,7 +267,7 @@ if numba is not None:
                     dgx[b, t, 3 * H + j] = d * tc * o * (one - o)
                     dc[j] = dct * f
                     dh[j] = 0
-                _back_to_state(dh, dgx[b, t], w_hh)
+                _back_to_state(dh, dgx[b, t], w_hh_t)
 
     # ---- GRU, gates r, z, n: n_t = tanh(gx_n + r (h W_hn^T + b_hn)), h_t = n + z (h_{t-1} - n)
     # aux: r, z, n, (h W_hn^T + b_hn)
@@ -290,7 +291,7 @@ if numba is not None:
                     aux[3, b, t, j] = gh[2 * H + j]
 
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _gru_backward(dout, w_hh, hs, aux, dgx, dgh):
+    def _gru_backward(dout, w_hh_t, hs, aux, dgx, dgh):
         N, n, H = hs.shape
         one = np.float32(1)
         for b in prange(N):
@@ -310,7 +311,7 @@ if numba is not None:
                     dgh[b, t, H + j] = dz
                     dgh[b, t, 2 * H + j] = dn * r
                     dh[j] = d * z
-                _back_to_state(dh, dgh[b, t], w_hh)
+                _back_to_state(dh, dgh[b, t], w_hh_t)
 
     # ---- inference over the whole pruned stack (see stack_outputs); cell codes 0 rnn, 1 lstm, 2 gru
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
