@@ -139,15 +139,20 @@ def test_compiled_inference_on_real_images_at_paper_scale(cell, mnist):
     assert (got.argmax(1) == pure.argmax(1)).all()
 
 
-def test_compiled_inference_sees_weight_updates():
-    """The packed weights are rebuilt after an optimizer step or load_state_dict, never stale."""
+@pytest.mark.parametrize("update", ["sgd", "fused_adam", "data_write"])
+def test_compiled_inference_sees_weight_updates(update):
+    """Inference after any kind of weight update uses the new weights, never a stale copy."""
     model = DilatedRNNClassifier(1, [6, 6], [1, 2], "lstm", num_classes=4)
     x = torch.rand(5, 12, 1)
     with torch.no_grad():
         before = model(x)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    nn.functional.cross_entropy(model(x), torch.arange(5) % 4).backward()
-    optimizer.step()
+    if update == "data_write":
+        model.rnn.layers[0].weight_hh_l0.data.mul_(1.5)  # moves no version counter
+    else:
+        optimizer = (torch.optim.SGD(model.parameters(), lr=0.5) if update == "sgd"
+                     else torch.optim.Adam(model.parameters(), lr=0.05, fused=True))
+        nn.functional.cross_entropy(model(x), torch.arange(5) % 4).backward()
+        optimizer.step()
     with torch.no_grad():
         after = model(x)
         model.rnn.fused = False
