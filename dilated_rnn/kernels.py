@@ -174,6 +174,20 @@ if numba is not None:
         return np.float32(0.5) * _tanh(np.float32(0.5) * x) + np.float32(0.5)
 
     @njit(inline="always", fastmath=_FLAGS)
+    def _lstm_unit(a_i, a_f, a_g, a_o, c):
+        """One LSTM unit from its four gate pre-activations: (i, f, g, o, new c, tanh(new c))."""
+        i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), _tanh(a_g), _sigmoid(a_o)
+        c = f * c + i * g
+        return i, f, g, o, c, _tanh(c)
+
+    @njit(inline="always", fastmath=_FLAGS)
+    def _gru_unit(a_r, a_z, x_n, h_n, h):
+        """One GRU unit: (r, z, n, new h), n = tanh(x_n + r * h_n), h_n = (h W_hn^T + b_hn) for the unit."""
+        r, z = _sigmoid(a_r), _sigmoid(a_z)
+        n = _tanh(x_n + r * h_n)
+        return r, z, n, n + z * (h - n)
+
+    @njit(inline="always", fastmath=_FLAGS)
     def _recurrent_gates(gh, h, w_hh_t, b_hh):
         """gh = h @ W_hh^T + b_hh for one row."""
         for j in range(gh.shape[0]):
@@ -228,12 +242,9 @@ if numba is not None:
             for t in range(n):
                 _recurrent_gates(gh, h, w_hh_t, b_hh)
                 for j in range(H):
-                    i = _sigmoid(gx[b, t, j] + gh[j])
-                    f = _sigmoid(gx[b, t, H + j] + gh[H + j])
-                    g = _tanh(gx[b, t, 2 * H + j] + gh[2 * H + j])
-                    o = _sigmoid(gx[b, t, 3 * H + j] + gh[3 * H + j])
-                    c[j] = f * c[j] + i * g
-                    tc = _tanh(c[j])
+                    i, f, g, o, c[j], tc = _lstm_unit(gx[b, t, j] + gh[j], gx[b, t, H + j] + gh[H + j],
+                                                      gx[b, t, 2 * H + j] + gh[2 * H + j],
+                                                      gx[b, t, 3 * H + j] + gh[3 * H + j], c[j])
                     h[j] = o * tc
                     hs[b, t, j] = h[j]
                     aux[0, b, t, j] = i
@@ -276,10 +287,8 @@ if numba is not None:
             for t in range(n):
                 _recurrent_gates(gh, h, w_hh_t, b_hh)
                 for j in range(H):
-                    r = _sigmoid(gx[b, t, j] + gh[j])
-                    z = _sigmoid(gx[b, t, H + j] + gh[H + j])
-                    nn_ = _tanh(gx[b, t, 2 * H + j] + r * gh[2 * H + j])
-                    h[j] = nn_ + z * (h[j] - nn_)
+                    r, z, nn_, h[j] = _gru_unit(gx[b, t, j] + gh[j], gx[b, t, H + j] + gh[H + j],
+                                                gx[b, t, 2 * H + j], gh[2 * H + j], h[j])
                     hs[b, t, j] = h[j]
                     aux[0, b, t, j] = r
                     aux[1, b, t, j] = z
@@ -361,18 +370,14 @@ if numba is not None:
                                 h[j] = _tanh(gi[j] + gh[j])
                         elif cell == 1:
                             for j in range(H):
-                                i = _sigmoid(gi[j] + gh[j])
-                                f_ = _sigmoid(gi[H + j] + gh[H + j])
-                                g = _tanh(gi[2 * H + j] + gh[2 * H + j])
-                                o = _sigmoid(gi[3 * H + j] + gh[3 * H + j])
-                                c[j] = f_ * c[j] + i * g
-                                h[j] = o * _tanh(c[j])
+                                _, _, _, o, c[j], tc = _lstm_unit(gi[j] + gh[j], gi[H + j] + gh[H + j],
+                                                                  gi[2 * H + j] + gh[2 * H + j],
+                                                                  gi[3 * H + j] + gh[3 * H + j], c[j])
+                                h[j] = o * tc
                         else:
                             for j in range(H):
-                                rg = _sigmoid(gi[j] + gh[j])
-                                z = _sigmoid(gi[H + j] + gh[H + j])
-                                nn_ = _tanh(gi[2 * H + j] + rg * gh[2 * H + j])
-                                h[j] = nn_ + z * (h[j] - nn_)
+                                _, _, _, h[j] = _gru_unit(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j],
+                                                          gh[2 * H + j], h[j])
                         base = (r * n + k) * H
                         for j in range(H):
                             above[base + j] = h[j]
