@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--steps", type=int, default=5, help="timed training steps per variant (median reported)")
     k.add_argument("--warmup", type=int, default=2, help="untimed training steps per variant first")
     k.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    k.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (training steps only)")
+    k.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N (training steps only)")
     k.add_argument("--backends", default="pytorch,onnxruntime", help="inference backends, comma-separated")
     k.add_argument("--latency-images", type=int, default=500, help="batch-1 calls timed (one thread)")
     k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
@@ -378,6 +378,7 @@ def _choices(flag: str, text: str, allowed) -> list[str]:
 
 def cmd_bench(args) -> int:
     from .bench import bench_inference, bench_train_step, environment
+    from .distributed import resolve_device
     from .files import write_json
     from .pretrained import PREFIX, load_model
 
@@ -386,7 +387,8 @@ def cmd_bench(args) -> int:
     backends = _choices("--backends", args.backends, ("pytorch", "onnxruntime"))
     for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
-    results = {"environment": environment(args.device), "train": [], "infer": []}
+    device = str(resolve_device(args.device))
+    results = {"environment": environment(device), "train": [], "infer": []}
     mb = lambda b: f"{b / 2**20:.1f}" if b is not None else "-"
     if "train" in what:
         print(f"training step, batch {args.batch_size}, {args.threads} threads, median of {args.steps} "
@@ -394,7 +396,7 @@ def cmd_bench(args) -> int:
         print(f"{'cell':5} {'fused':>8} {'pruned':>8} {'full':>8} {'fused/full':>10} {'pruned/full':>11} "
               f"{'fused MB':>9} {'full MB':>8}")
         for cell in cells:
-            r = bench_train_step(cell, args.batch_size, args.steps, args.warmup, args.device)
+            r = bench_train_step(cell, args.batch_size, args.steps, args.warmup, device)
             results["train"].append(r)
             get = lambda key, fmt: format(r[key], fmt) if key in r else "-"
             print(f"{cell:5} {get('fused_s', '8.4f'):>8} {r['pruned_s']:8.4f} {r['full_s']:8.4f} "

@@ -43,7 +43,7 @@ def test_cli_bench_writes_json(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags,message", [
     (["--what", "train,speed"], "--what"), (["--cells", "lstm,tcn"], "--cells"), (["--steps", "0"], "--steps"),
-    (["--backends", "tensorrt"], "--backends"),
+    (["--backends", "tensorrt"], "--backends"), (["--device", "tpu"], "--device"),
 ])
 def test_cli_bench_rejects_bad_flags(flags, message, capsys):
     assert main(["bench", *flags]) == 2
