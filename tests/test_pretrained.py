@@ -58,7 +58,8 @@ def test_commands_take_pretrained_models(tmp_path, mnist_dir, capsys):
 
 def test_load_model_accepts_both_sources():
     shipped, perm = load_model("pretrained:lstm-mnist")
-    source = Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25" / "lstm" / "best.pt"
+    card = next(c for c in available() if c["name"] == "lstm-mnist")
+    source = Path(__file__).resolve().parent.parent / card["source"] / "best.pt"  # the run it was shipped from
     from_checkpoint, perm2 = load_model(source)
     assert perm is None and perm2 is None
     for key, value in from_checkpoint.state_dict().items():
