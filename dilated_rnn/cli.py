@@ -197,11 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_and_train_config(args):
     from .model import ModelConfig
-    from .presets import resolve
+    from .presets import DEFAULTS, resolve
     from .train import TrainConfig
 
-    recipe = resolve(args.preset, {k: getattr(args, k) for k in
-                                   ("cell", "permute", "optimizer", "lr", "schedule", "clip", "warmup", "momentum")})
+    recipe = resolve(args.preset, {k: getattr(args, k) for k in DEFAULTS})
     hidden = args.hidden_sizes * len(args.dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     try:
         model_config = ModelConfig(hidden_sizes=hidden, dilations=args.dilations, cell=recipe.pop("cell"))

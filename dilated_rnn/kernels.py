@@ -62,21 +62,33 @@ def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str) -> torch.Tensor:
     return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell)
 
 
-def stack_outputs(rnn, x: torch.Tensor, plan) -> torch.Tensor:
+def stack_outputs(rnn, x: torch.Tensor, packed_plan) -> torch.Tensor:
     """Inference: the whole pruned stack in one compiled call, rows in parallel.
 
-    ``rnn`` is a ``DilatedRNN``, ``plan`` its ``pruning.OutputPlan`` for ``x``
-    [B, T, F]; returns the top-layer outputs at the plan's readout rows
-    [B, len(readout), H_top], as ``DilatedRNN.outputs_at`` does. No autograd:
-    callers use it under ``torch.no_grad`` / ``inference_mode`` only. One call
-    instead of a few PyTorch ops per layer is what makes batch-1 latency small.
+    ``rnn`` is a ``DilatedRNN``, ``packed_plan`` is ``pack_plan(rnn, plan)`` of its
+    ``pruning.OutputPlan`` for ``x`` [B, T, F]. Returns the top-layer outputs at
+    the plan's readout rows [B, len(readout), H_top], as
+    ``DilatedRNN.outputs_at`` does. There is no autograd, so callers use it only
+    under ``torch.no_grad`` / ``inference_mode``. One call instead of a few
+    PyTorch ops per layer is what makes batch-1 latency small.
     """
     _use_torch_threads()
-    packed = _packed(rnn, plan)
-    weights = _packed_weights(rnn)
-    out = np.empty((x.shape[0], len(plan.readout), rnn.hidden_sizes[-1]), np.float32)
-    _stack_forward(x.detach().contiguous().numpy(), weights, *packed, out)
+    readout = packed_plan[-1]
+    out = np.empty((x.shape[0], len(readout), rnn.hidden_sizes[-1]), np.float32)
+    _stack_forward(x.detach().contiguous().numpy(), _packed_weights(rnn), *packed_plan, out)
     return torch.from_numpy(out)
+
+
+def pack_plan(rnn, plan) -> tuple:
+    """A plan and the stack's shape as the flat arrays ``_stack_forward`` reads.
+
+    The result is (cell code, sizes [L, 4] = (F, H, R, n) per layer, gather,
+    readout). It depends only on the model and the plan, so callers cache it.
+    """
+    sizes = np.array([(layer.input_size, layer.hidden_size, len(lp.residues), lp.length)
+                      for layer, lp in zip(rnn.layers, plan.layers)], np.int64)
+    gather = np.concatenate([np.asarray(lp.gather, np.int64) for lp in plan.layers])
+    return _CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64)
 
 
 def _packed_weights(rnn) -> np.ndarray:
@@ -95,21 +107,6 @@ def _packed_weights(rnn) -> np.ndarray:
         cached = (key, [p.detach().numpy() for p in params])
         rnn._weight_views = cached
     return np.concatenate([v.T.ravel() if v.ndim == 2 else v for v in cached[1]])
-
-
-_PACKED: dict = {}
-
-
-def _packed(rnn, plan):
-    """The plan and layer sizes as flat integer arrays, cached per plan and stack shape."""
-    shape = tuple((layer.input_size, layer.hidden_size) for layer in rnn.layers)
-    key = (id(plan), rnn.cell, shape)
-    if key not in _PACKED:
-        sizes = np.array([(F, H, len(lp.residues), lp.length) for (F, H), lp in zip(shape, plan.layers)], np.int64)
-        gather = np.concatenate([np.asarray(lp.gather, np.int64) for lp in plan.layers])
-        # The plan itself is kept in the value so that its id cannot be reused by another plan.
-        _PACKED[key] = (plan, _CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64))
-    return _PACKED[key][1:]
 
 
 class _Recurrence(torch.autograd.Function):

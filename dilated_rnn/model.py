@@ -173,9 +173,11 @@ class DilatedRNN(nn.Module):
         outputs depend on.
         """
         B, T, _ = x.shape
+        steps = tuple(steps)
         if self.fused and not torch.is_grad_enabled() and kernels.supports(x, self.cell):
-            return kernels.stack_outputs(self, x, self._plan(T, tuple(steps)))
-        layers_plan, readout = self._indices(T, tuple(steps), x.device)
+            packed = self._cached(("packed", T, steps), lambda: kernels.pack_plan(self, self._plan(T, steps)))
+            return kernels.stack_outputs(self, x, packed)
+        layers_plan, readout = self._indices(T, steps, x.device)
         h = x
         for layer, (gather, R, n, padded) in zip(self.layers, layers_plan):
             if padded:  # one zero row at index len(h) stands for every padded step
@@ -186,22 +188,25 @@ class DilatedRNN(nn.Module):
             h = h.reshape(B, R * n, -1)  # outputs at the layer's plan positions
         return h.index_select(1, readout)  # [B, len(steps), H_top]
 
-    def _plan(self, T: int, steps: tuple[int, ...]):
-        key = (T, steps)
+    def _cached(self, key, make):
+        """Per-model cache of what depends only on (T, steps): plans and their index forms."""
         if key not in self._index_cache:
-            self._index_cache[key] = plan_outputs(T, self.dilations, steps)
+            self._index_cache[key] = make()
         return self._index_cache[key]
 
+    def _plan(self, T: int, steps: tuple[int, ...]):
+        return self._cached((T, steps), lambda: plan_outputs(T, self.dilations, steps))
+
     def _indices(self, T: int, steps: tuple[int, ...], device: torch.device):
-        key = (T, steps, str(device))
-        if key not in self._index_cache:
+        def make():
             plan = self._plan(T, steps)
             layers_plan = [
                 (torch.tensor(lp.gather, device=device), len(lp.residues), lp.length, lp.padded)
                 for lp in plan.layers
             ]
-            self._index_cache[key] = (layers_plan, torch.tensor(plan.readout, device=device))
-        return self._index_cache[key]
+            return layers_plan, torch.tensor(plan.readout, device=device)
+
+        return self._cached((T, steps, str(device)), make)
 
 
 class DilatedRNNClassifier(nn.Module):

@@ -14,17 +14,23 @@ system's recipe, for comparison.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
+from .model import ModelConfig
+from .train import TrainConfig
+
 RECIPE = {"optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "clip": 1.0, "warmup": 0, "momentum": 0.0}
+
+# What a flag is when neither the user nor a preset sets it: the config defaults, which are the reference's.
+_TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+DEFAULTS = {"cell": ModelConfig.cell, "permute": _TRAIN_DEFAULTS["permute"],
+            **{k: _TRAIN_DEFAULTS[k] for k in RECIPE}}
 
 PRESETS: dict[str, dict] = {
     **{f"{cell}-mnist": {"cell": cell, "permute": False, **RECIPE} for cell in ("rnn", "lstm", "gru")},
     **{f"{cell}-pmnist": {"cell": cell, "permute": True, **RECIPE} for cell in ("rnn", "lstm", "gru")},
-    "reference": {"optimizer": "rmsprop", "lr": 1e-3, "schedule": "constant", "clip": 0.0, "warmup": 0,
-                  "momentum": 0.0},
+    "reference": {k: DEFAULTS[k] for k in RECIPE},
 }
-
-# What a flag is when neither the user nor a preset sets it: the reference's recipe and defaults.
-DEFAULTS = {"cell": "lstm", "permute": False, **PRESETS["reference"]}
 
 
 def resolve(preset: str | None, given: dict) -> dict:
