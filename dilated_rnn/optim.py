@@ -16,16 +16,26 @@ class TFRMSprop(torch.optim.Optimizer):
     It differs from ``torch.optim.RMSprop`` in two ways that matter early in
     training: the mean square starts at 1 (not 0), so the first steps are
     about lr * g rather than lr * sign(g); and epsilon sits inside the root.
+    TensorFlow's optimizer has no weight decay; the optional ``weight_decay`` here (default 0) is
+    decoupled, AdamW's rule. One step:
 
+        p   <- p * (1 - lr * weight_decay)
         ms  <- decay * ms + (1 - decay) * g^2
         mom <- momentum * mom + lr * g / sqrt(ms + eps)
         p   <- p - mom
     """
 
-    def __init__(self, params, lr: float = 1e-3, decay: float = 0.9, momentum: float = 0.0, eps: float = 1e-10):
-        if lr <= 0 or not 0 <= decay < 1 or not 0 <= momentum < 1 or eps < 0:
-            raise ValueError(f"bad RMSProp settings lr={lr} decay={decay} momentum={momentum} eps={eps}")
-        super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps))
+    def __init__(self, params, lr: float = 1e-3, decay: float = 0.9, momentum: float = 0.0, eps: float = 1e-10,
+                 weight_decay: float = 0.0):
+        if lr <= 0 or not 0 <= decay < 1 or not 0 <= momentum < 1 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"bad RMSProp settings lr={lr} decay={decay} momentum={momentum} eps={eps} "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps, weight_decay=weight_decay))
+
+    def __setstate__(self, state):  # optimizer states saved before weight decay existed
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("weight_decay", 0.0)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -42,17 +52,29 @@ class TFRMSprop(torch.optim.Optimizer):
                     state["ms"] = torch.ones_like(p)
                     state["mom"] = torch.zeros_like(p)
                 ms, mom, g = state["ms"], state["mom"], p.grad
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
                 ms.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
                 mom.mul_(group["momentum"]).addcdiv_(g, ms.add(group["eps"]).sqrt_(), value=group["lr"])
                 p.sub_(mom)
         return loss
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``rmsprop`` (TensorFlow's) or ``adam``; ``weight_decay`` > 0 adds decoupled decay (AdamW's rule).
+
+    Decay applies to matrices only (kernels and the output layer); biases, such as the LSTM forget-gate
+    bias of 1, are left alone. The per-step shrink is lr * weight_decay, so it follows the schedule.
+    """
+    if weight_decay > 0:
+        params = list(params)
+        params = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     if name == "rmsprop":
-        return TFRMSprop(params, lr=lr, momentum=momentum)
+        return TFRMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=True)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 

@@ -42,6 +42,7 @@ class TrainConfig:
     optimizer: str = "rmsprop"
     momentum: float = 0.0
     clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    weight_decay: float = 0.0  # decoupled, on weight matrices only; 0 disables it
     schedule: str = "constant"
     warmup: int = 0
     permute: bool = False
@@ -64,8 +65,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.clip < 0 or self.warmup < 0:
-            raise ValueError("clip and warmup must be non-negative")
+        if self.clip < 0 or self.warmup < 0 or self.weight_decay < 0:
+            raise ValueError("clip, warmup and weight_decay must be non-negative")
         for name in ("train_limit", "val_limit", "test_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -137,7 +138,7 @@ def train(
     cfg, model, permutation, start, best, elapsed, optimizer_state = run
     model.to(dev).train()
     net = wrap(model, ctx, dev)  # DDP when several processes, else the model itself
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 

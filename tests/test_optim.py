@@ -38,6 +38,58 @@ def test_make_optimizer_and_unknown_name():
         make_optimizer("sgd", params, 1e-3)
 
 
+def test_decoupled_weight_decay_shrinks_matrices_only():
+    """wd > 0: each matrix shrinks by lr * wd before the optimizer's own update; vectors (biases) do not."""
+    torch.manual_seed(2)
+    w, b = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))
+    w_plain, b_plain = (torch.nn.Parameter(t.detach().clone()) for t in (w, b))
+    lr, wd = 0.01, 0.5
+    decayed = make_optimizer("rmsprop", [w, b], lr, weight_decay=wd)
+    plain = make_optimizer("rmsprop", [w_plain, b_plain], lr)
+    before = w.detach().clone()
+    for p, q in ((w, w_plain), (b, b_plain)):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    decayed.step()
+    plain.step()
+    torch.testing.assert_close(b.detach(), b_plain.detach())
+    # the plain step moved w_plain by delta; the decayed one applies the same delta to the shrunk weights
+    torch.testing.assert_close(w.detach(), before * (1 - lr * wd) + (w_plain.detach() - before))
+
+
+def test_adam_weight_decay_is_adamw_and_zero_decay_is_plain_adam():
+    torch.manual_seed(3)
+    init = torch.randn(5, 2)
+    runs = {}
+    for name, make in {
+        "ours": lambda p: make_optimizer("adam", [p], 1e-2, weight_decay=0.1),
+        "adamw": lambda p: torch.optim.AdamW([p], lr=1e-2, weight_decay=0.1),
+        "ours0": lambda p: make_optimizer("adam", [p], 1e-2),
+        "adam": lambda p: torch.optim.Adam([p], lr=1e-2),
+    }.items():
+        torch.manual_seed(4)
+        p = torch.nn.Parameter(init.clone())
+        opt = make(p)
+        for _ in range(5):
+            p.grad = torch.randn_like(p)
+            opt.step()
+        runs[name] = p.detach()
+    torch.testing.assert_close(runs["ours"], runs["adamw"])
+    torch.testing.assert_close(runs["ours0"], runs["adam"])
+    assert not torch.allclose(runs["ours"], runs["ours0"])
+
+
+def test_rmsprop_state_saved_without_weight_decay_still_loads():
+    p = torch.nn.Parameter(torch.ones(2, 2))
+    old = TFRMSprop([p], lr=0.1).state_dict()
+    del old["param_groups"][0]["weight_decay"]
+    opt = TFRMSprop([p], lr=0.1)
+    opt.load_state_dict(old)
+    p.grad = torch.ones(2, 2)
+    opt.step()
+    assert opt.param_groups[0]["weight_decay"] == 0.0
+
+
 def test_schedules():
     assert lr_factor("constant", 500, 1000) == 1.0
     assert lr_factor("cosine", 0, 1000) == 1.0

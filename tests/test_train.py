@@ -50,9 +50,12 @@ def test_same_seed_same_weights(tmp_path, small_mnist):
                            _weights(tmp_path / "a" / "last.pt")["head.weight"])
 
 
-@pytest.mark.parametrize("permute", [False, True])
-def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute):
-    cfg = _cfg(permute=permute, optimizer="rmsprop", momentum=0.9, schedule="cosine", warmup=2, clip=1.0)
+@pytest.mark.parametrize("permute, recipe", [
+    (False, {"optimizer": "rmsprop", "momentum": 0.9}),
+    (True, {"optimizer": "adam", "weight_decay": 0.1}),  # two parameter groups (decayed matrices, bare vectors)
+])
+def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
+    cfg = _cfg(permute=permute, schedule="cosine", warmup=2, clip=1.0, **recipe)
     train(tmp_path / "whole", small_mnist, TINY, cfg, device="cpu", progress=False)
     part = train(tmp_path / "split", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=5)
     assert not part["finished"] and load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 5
