@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip", type=float, default=None, help="max gradient norm, 0: no clipping (default: 0)")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="decoupled weight decay on weight matrices (AdamW's rule), 0: none (default: 0)")
+    t.add_argument("--weight-decay-start", type=int, default=None,
+                   help="first step with weight decay; none before it (default: 0)")
     t.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning-rate schedule (default: constant)")
     t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 0)")

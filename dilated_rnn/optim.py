@@ -78,6 +78,13 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
     raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 
+def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+    """Set the decay of the matrix group that ``make_optimizer`` made (a no-op when it made none)."""
+    for group in optimizer.param_groups:
+        if group["params"] and all(p.ndim >= 2 for p in group["params"]):
+            group["weight_decay"] = weight_decay
+
+
 def lr_factor(schedule: str, step: int, total_steps: int, warmup: int = 0) -> float:
     """Multiplier of the base learning rate at ``step`` (0-based): linear warm-up, then the schedule."""
     if step < warmup:

@@ -31,7 +31,7 @@ from .model import ModelConfig
 from .train import TrainConfig
 
 ADAM = {"optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "clip": 1.0, "warmup": 0, "momentum": 0.0,
-        "weight_decay": 0.0}
+        "weight_decay": 0.0, "weight_decay_start": 0}
 RMSPROP_COSINE = {**ADAM, "optimizer": "rmsprop", "lr": 1e-3, "clip": 0.0}
 RMSPROP_COSINE_WD = {**RMSPROP_COSINE, "weight_decay": 0.1}
 

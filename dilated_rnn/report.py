@@ -100,13 +100,15 @@ def write_report(run_dir) -> dict:
 def _markdown(config: dict, records: list[dict], test: dict | None) -> str:
     model, train = config["model"], config["train"]
     val = [r for r in records if "val_accuracy" in r]
+    decay = f"weight decay {train.get('weight_decay', 0.0)}"  # runs from before weight decay existed had none
+    if train.get("weight_decay_start"):
+        decay += f" from step {train['weight_decay_start']}"
     lines = [
         f"# Run report: {model['cell'].upper()}, {'permuted' if train['permute'] else 'unpermuted'} MNIST",
         "",
         f"- layers: {len(model['hidden_sizes'])}, hidden sizes {model['hidden_sizes']}, dilations {model['dilations']}",
         f"- training: {train['optimizer']} lr {train['lr']}, schedule {train['schedule']}, clip {train['clip']}, "
-        f"weight decay {train.get('weight_decay', 0.0)}, "  # runs from before weight decay existed had none
-        f"batch {train['batch_size']}, {train['steps']} steps, seed {train['seed']}",
+        f"{decay}, batch {train['batch_size']}, {train['steps']} steps, seed {train['seed']}",
         f"- steps logged: {records[-1]['step']}; best validation accuracy: "
         + (f"{100 * max(r['val_accuracy'] for r in val):.2f}%" if val else "none yet"),
     ]

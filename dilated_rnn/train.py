@@ -29,7 +29,7 @@ from .errors import UserError
 from .evaluate import evaluate
 from .files import append_jsonl, read_jsonl, write_json, write_jsonl
 from .model import DilatedRNNClassifier, ModelConfig
-from .optim import OPTIMIZERS, SCHEDULES, lr_factor, make_optimizer
+from .optim import OPTIMIZERS, SCHEDULES, lr_factor, make_optimizer, set_weight_decay
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class TrainConfig:
     momentum: float = 0.0
     clip: float = 0.0  # max global gradient norm; 0 disables clipping
     weight_decay: float = 0.0  # decoupled, on weight matrices only; 0 disables it
+    weight_decay_start: int = 0  # first step (0-based) with weight decay; before it, none
     schedule: str = "constant"
     warmup: int = 0
     permute: bool = False
@@ -65,8 +66,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.clip < 0 or self.warmup < 0 or self.weight_decay < 0:
-            raise ValueError("clip, warmup and weight_decay must be non-negative")
+        if self.clip < 0 or self.warmup < 0 or self.weight_decay < 0 or self.weight_decay_start < 0:
+            raise ValueError("clip, warmup, weight_decay and weight_decay_start must be non-negative")
         for name in ("train_limit", "val_limit", "test_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -158,6 +159,8 @@ def train(
         while done < end:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg.schedule, done, cfg.steps, cfg.warmup)
+            if cfg.weight_decay:
+                set_weight_decay(optimizer, cfg.weight_decay if done >= cfg.weight_decay_start else 0.0)
             idx = shard(batch_indices(len(train_split), cfg.batch_size, done, cfg.seed), ctx)
             x = to_sequences(train_split.images[idx], permutation).to(dev)
             loss = mean_across(train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip), ctx, dev)

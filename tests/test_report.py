@@ -10,7 +10,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_of_a_real_run(tmp_path, small_mnist):
-    cfg = TrainConfig(steps=6, batch_size=32, eval_every=3, log_every=1, weight_decay=0.05)
+    cfg = TrainConfig(steps=6, batch_size=32, eval_every=3, log_every=1, weight_decay=0.05,
+                      weight_decay_start=2)
     train(tmp_path / "run", small_mnist, ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 3, 9)), cfg,
           device="cpu", progress=False)
     files = write_report(tmp_path / "run")
@@ -20,7 +21,7 @@ def test_report_of_a_real_run(tmp_path, small_mnist):
         assert data[:8] == PNG and len(data) > 5000
     summary = (tmp_path / "run" / "report.md").read_text()
     assert "](training.png)" in summary and "](confusion.png)" in summary and "dilations [1, 3, 9]" in summary
-    assert "weight decay 0.05" in summary
+    assert "weight decay 0.05 from step 2, batch 32" in summary
 
 
 def test_report_of_a_run_still_training_has_no_confusion(tmp_path, small_mnist):

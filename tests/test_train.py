@@ -52,7 +52,8 @@ def test_same_seed_same_weights(tmp_path, small_mnist):
 
 @pytest.mark.parametrize("permute, recipe", [
     (False, {"optimizer": "rmsprop", "momentum": 0.9}),
-    (True, {"optimizer": "adam", "weight_decay": 0.1}),  # two parameter groups (decayed matrices, bare vectors)
+    # two parameter groups (decayed matrices, bare vectors); the decay starts after the first resume
+    (True, {"optimizer": "adam", "weight_decay": 0.1, "weight_decay_start": 7}),
 ])
 def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
     cfg = _cfg(permute=permute, schedule="cosine", warmup=2, clip=1.0, **recipe)
@@ -67,6 +68,24 @@ def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
     assert whole["best"] == split["best"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6, 9, 12]
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_weight_decay_starts_at_its_step(tmp_path, small_mnist, optimizer):
+    def run(name, **kw):
+        cfg = _cfg(steps=8, eval_every=4, log_every=4, optimizer=optimizer, **kw)
+        train(tmp_path / name, small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=4)
+        before = _weights(tmp_path / name / "last.pt")
+        train(tmp_path / name, small_mnist, device="cpu", resume=True, progress=False)
+        return before, _weights(tmp_path / name / "last.pt")
+
+    bare_4, bare_8 = run("bare")
+    late_4, late_8 = run("late", weight_decay=0.5, weight_decay_start=4)
+    early_4, _ = run("early", weight_decay=0.5)
+    for key in bare_4:  # no decay in steps 0..3, so the first four steps are the undecayed run's
+        assert torch.equal(late_4[key], bare_4[key]), key
+    for key in ("head.weight", "rnn.layers.0.weight_ih_l0"):  # decay from step 0, and after step 4: matrices differ
+        assert not torch.equal(early_4[key], bare_4[key]) and not torch.equal(late_8[key], bare_8[key]), key
 
 
 def test_permutation_travels_in_the_checkpoint(tmp_path, small_mnist):
