@@ -23,7 +23,7 @@ def test_every_shipped_model_has_a_preset_of_its_name_that_reproduces_it():
 
 
 def test_preset_fills_unset_flags_and_explicit_flags_win():
-    assert resolve("gru-pmnist", {}) == {**DEFAULTS, "cell": "gru", "permute": True, **ADAM}
+    assert resolve("lstm-pmnist", {}) == {**DEFAULTS, "cell": "lstm", "permute": True, **ADAM}
     assert resolve("gru-pmnist", {"lr": 5e-4, "cell": None})["lr"] == 5e-4
     assert resolve(None, {}) == DEFAULTS  # no preset: the reference's recipe
     with pytest.raises(ValueError, match="unknown preset"):
