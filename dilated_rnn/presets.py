@@ -17,8 +17,8 @@ The recipes came from measured runs, not from the paper (results/ holds each run
   chance: on ``ADAM`` it left it near step 2,000 in one run and stayed on it past
   step 5,000 in another whose losses matched the first to 8 digits until step
   1,900; with the warm-up it left it by step 1,000 (one run each, so no guarantee
-  that a warm-up always escapes). The late decay waits until the
-  model has left chance (decay from step 0 kept the permuted LSTM on the plateau).
+  that a warm-up always escapes). The late decay waits until the model has left
+  chance (decay from step 0 kept the permuted LSTM on the plateau).
   Best validation accuracy 99.14 % against 98.94 % on ``ADAM``, and 96.60 %
   against 96.06 % on the permuted GRU; the permuted LSTM learned more slowly with
   it, so ``lstm-pmnist`` stays on ``ADAM`` (results/cpu-2026-11-27/README.md).
