@@ -60,6 +60,11 @@ class TFRMSprop(torch.optim.Optimizer):
         return loss
 
 
+def _decays(p: torch.Tensor) -> bool:
+    """Weight decay applies to matrices (kernels, output layer), never to vectors (biases)."""
+    return p.ndim >= 2
+
+
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """``rmsprop`` (TensorFlow's) or ``adam``; ``weight_decay`` > 0 adds decoupled decay (AdamW's rule).
@@ -69,8 +74,8 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
     """
     if weight_decay > 0:
         params = list(params)
-        params = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        params = [{"params": [p for p in params if _decays(p)], "weight_decay": weight_decay},
+                  {"params": [p for p in params if not _decays(p)], "weight_decay": 0.0}]
     if name == "rmsprop":
         return TFRMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
@@ -81,7 +86,7 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
     """Set the decay of the matrix group that ``make_optimizer`` made (a no-op when it made none)."""
     for group in optimizer.param_groups:
-        if group["params"] and all(p.ndim >= 2 for p in group["params"]):
+        if group["params"] and all(_decays(p) for p in group["params"]):
             group["weight_decay"] = weight_decay
 
 
