@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dilated_rnn.cli import main
-from dilated_rnn.presets import ADAM, DEFAULTS, PRESETS, resolve
+from dilated_rnn.presets import ADAM_LATE_WD, DEFAULTS, PRESETS, resolve
 from dilated_rnn.pretrained import available
 
 SMALL = ["--hidden-sizes", "8", "--dilations", "1,4,16", "--train-limit", "256", "--val-limit", "100",
@@ -23,7 +23,7 @@ def test_every_shipped_model_has_a_preset_of_its_name_that_reproduces_it():
 
 
 def test_preset_fills_unset_flags_and_explicit_flags_win():
-    assert resolve("lstm-pmnist", {}) == {**DEFAULTS, "cell": "lstm", "permute": True, **ADAM}
+    assert resolve("lstm-pmnist", {}) == {**DEFAULTS, "cell": "lstm", "permute": True, **ADAM_LATE_WD}
     assert resolve("gru-pmnist", {"lr": 5e-4, "cell": None})["lr"] == 5e-4
     assert resolve(None, {}) == DEFAULTS  # no preset: the reference's recipe
     with pytest.raises(ValueError, match="unknown preset"):
@@ -38,6 +38,7 @@ def test_train_with_a_preset_stores_the_resolved_recipe(tmp_path, mnist_dir):
     assert stored["model"]["cell"] == "lstm"
     t = stored["train"]
     assert (t["permute"], t["optimizer"], t["lr"], t["schedule"], t["clip"]) == (True, "adam", 2e-3, "cosine", 0.5)
+    assert (t["weight_decay"], t["weight_decay_start"]) == (0.05, 15000)
 
 
 def test_weight_decay_flags_reach_the_run_config(tmp_path, mnist_dir):
