@@ -30,6 +30,8 @@ The recipes came from measured runs, not from the paper (results/ holds each run
   96.58 %. The permuted LSTM learned more slowly with it (93.22 % against
   94.80 % at step 12,000), so ``lstm-pmnist`` uses ``ADAM_LATE_WD``
   (results/cpu-2026-11-27/README.md).
+  ``gru-mnist`` uses it with decay 0.1: best validation 99.24 % against 99.22 %
+  (one run each; on the permuted GRU 0.1 was below 0.05, 96.44 % against 96.60 %).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _preset(cell: str, permute: bool, recipe: dict) -> dict:
 PRESETS: dict[str, dict] = {
     "rnn-mnist": _preset("rnn", False, ADAM_WARMUP_LATE_WD),
     "lstm-mnist": _preset("lstm", False, ADAM_WARMUP_LATE_WD),
-    "gru-mnist": _preset("gru", False, ADAM_WARMUP_LATE_WD),
+    "gru-mnist": _preset("gru", False, {**ADAM_WARMUP_LATE_WD, "weight_decay": 0.1}),
     "rnn-pmnist": _preset("rnn", True, ADAM_WARMUP_LATE_WD),
     "lstm-pmnist": _preset("lstm", True, ADAM_LATE_WD),
     "gru-pmnist": _preset("gru", True, ADAM_WARMUP_LATE_WD),
