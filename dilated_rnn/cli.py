@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoupled weight decay on weight matrices (AdamW's rule), 0: none (default: 0)")
     t.add_argument("--weight-decay-start", type=int, default=None,
                    help="first step with weight decay; none before it (default: 0)")
+    t.add_argument("--dropout", type=float, default=None,
+                   help="dropout on each layer's outputs on their way up, not along the recurrence; "
+                        "training only, 0: none (default: 0)")
     t.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning-rate schedule (default: constant)")
     t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 0)")

@@ -37,6 +37,13 @@ Two ways to run the stack, with identical results:
   recurrence there runs as one compiled loop (``kernels.py``) rather than
   PyTorch's per-step modules; ``fused = False`` turns that off.
 
+Dropout (``dropout`` > 0, training mode only) is a training regulariser, not
+part of the architecture: each layer's outputs are dropped on their way up,
+into the next layer or the classifier's head, never along the recurrent
+connections (Zaremba et al., arXiv:1409.2329). Both ways above apply one mask
+entry per (row, step, unit) output, so they draw from the same distribution; the
+pruned way draws only the entries it reads. In evaluation mode it does nothing.
+
 Initialisation follows the TensorFlow recipe of the paper's code (see
 ``init_cell_`` and ``DilatedRNNClassifier.reset_parameters``). Cells use
 PyTorch's gate order and GRU formulation (the candidate applies the reset gate
@@ -146,6 +153,7 @@ class DilatedRNN(nn.Module):
         # outputs_at runs each layer's recurrence as one compiled loop where it can
         # (kernels.py, float32 on the CPU); False keeps PyTorch's modules everywhere.
         self.fused = True
+        self.dropout = 0.0  # on each layer's outputs, in training mode (module doc); a training setting
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -156,7 +164,9 @@ class DilatedRNN(nn.Module):
         """Every step of the top layer: [B, T, F] -> [B, T, H_top]."""
         B, T, _ = x.shape
         h = x
-        for layer, d in zip(self.layers, self.dilations):
+        for i, (layer, d) in enumerate(zip(self.layers, self.dilations)):
+            if i > 0:
+                h = self.drop(h)
             n = -(-T // d)  # steps per chain, ceil(T / d)
             h = nn.functional.pad(h, (0, 0, 0, n * d - T))  # [B, n*d, F_l], zeros at the end
             # Step k*d + r goes to chain r: [B, n, d, F_l] -> [B, d, n, F_l] -> [B*d, n, F_l]
@@ -166,6 +176,10 @@ class DilatedRNN(nn.Module):
             h = h.reshape(B, d, n, -1).transpose(1, 2).reshape(B, n * d, -1)[:, :T]
         return h
 
+    def drop(self, h: torch.Tensor) -> torch.Tensor:
+        """Dropout on layer outputs on their way up (module doc); the identity in evaluation mode."""
+        return nn.functional.dropout(h, self.dropout, self.training) if self.dropout else h
+
     def outputs_at(self, x: torch.Tensor, steps) -> torch.Tensor:
         """Top-layer outputs at ``steps`` only: [B, T, F] -> [B, len(steps), H_top].
 
@@ -174,12 +188,15 @@ class DilatedRNN(nn.Module):
         """
         B, T, _ = x.shape
         steps = tuple(steps)
-        if self.fused and not torch.is_grad_enabled() and kernels.supports(x, self.cell):
+        dropping = self.training and self.dropout > 0
+        if self.fused and not torch.is_grad_enabled() and not dropping and kernels.supports(x, self.cell):
             packed = self._cached(("packed", T, steps), lambda: kernels.pack_plan(self, self._plan(T, steps)))
             return kernels.stack_outputs(self, x, packed)
         layers_plan, readout = self._indices(T, steps, x.device)
         h = x
-        for layer, (gather, R, n, padded) in zip(self.layers, layers_plan):
+        for i, (layer, (gather, R, n, padded)) in enumerate(zip(self.layers, layers_plan)):
+            if i > 0:  # each output the layer below computed, once, before the gather may repeat it
+                h = self.drop(h)
             if padded:  # one zero row at index len(h) stands for every padded step
                 h = torch.cat([h, h.new_zeros(B, 1, h.shape[2])], dim=1)
             # The chains' inputs, chain-major: [B, R*n, F_l] -> [B*R, n, F_l]
@@ -246,11 +263,11 @@ class DilatedRNNClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> logits [B, K], computing only the needed chains."""
         B = x.shape[0]
-        h = self.rnn.outputs_at(x, self._steps(x.shape[1]))  # [B, d0, H_top]
+        h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(x.shape[1])))  # [B, d0, H_top]
         return self.head(h.reshape(B, -1))  # [B, d0*H_top] -> [B, K]
 
     def forward_full(self, x: torch.Tensor) -> torch.Tensor:
         """The same logits from the full computation of every step (slow)."""
         B, T, _ = x.shape
-        h = self.rnn(x)[:, self._steps(T)]  # [B, d0, H_top]
+        h = self.rnn.drop(self.rnn(x)[:, self._steps(T)])  # [B, d0, H_top]
         return self.head(h.reshape(B, -1))

@@ -44,6 +44,9 @@ class TrainConfig:
     clip: float = 0.0  # max global gradient norm; 0 disables clipping
     weight_decay: float = 0.0  # decoupled, on weight matrices only; 0 disables it
     weight_decay_start: int = 0  # first step (0-based) with weight decay; before it, none
+    # Dropout on each layer's outputs on their way up (model.py); 0 disables it. Under torchrun each
+    # rank draws its own masks, so a run's digits differ from a one-process run's.
+    dropout: float = 0.0
     schedule: str = "constant"
     warmup: int = 0
     permute: bool = False
@@ -68,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
         if self.clip < 0 or self.warmup < 0 or self.weight_decay < 0 or self.weight_decay_start < 0:
             raise ValueError("clip, warmup, weight_decay and weight_decay_start must be non-negative")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("train_limit", "val_limit", "test_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -137,6 +142,7 @@ def train(
     else:
         run = _new_run(run_dir, model_config or ModelConfig(), cfg or TrainConfig(), main)
     cfg, model, permutation, start, best, elapsed, optimizer_state = run
+    model.rnn.dropout = cfg.dropout
     model.to(dev).train()
     net = wrap(model, ctx, dev)  # DDP when several processes, else the model itself
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)

@@ -45,6 +45,7 @@ def test_resume_flag_continues_a_run(tmp_path, mnist_dir):
         (["train", "--dilations", "1,2", "--hidden-sizes", "8,8,8"], "one dilation per layer"),
         (["train", "--dilations", "1,0"], "dilations must be positive"),
         (["train", "--steps", "0"], "steps must be positive"),
+        (["train", "--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
         (["evaluate", "nope.pt"], "nope.pt: no such checkpoint"),
         (["train", "--resume", "no-such-run"], "no-such-run/last.pt: no such checkpoint"),
     ],

@@ -117,3 +117,67 @@ def test_config_round_trips_through_dict():
     cfg = ModelConfig(hidden_sizes=(3, 4), dilations=(1, 5), cell="GRU")
     assert cfg.cell == "gru"
     assert ModelConfig(**cfg.to_dict()) == cfg
+
+
+def _recording_drop(masks, p=0.4):
+    """A stand-in for ``DilatedRNN.drop`` that draws a 0 / 1/(1-p) mask like dropout and keeps it."""
+    def drop(h):
+        masks.append(torch.bernoulli(torch.full_like(h, 1 - p)) / (1 - p))
+        return h * masks[-1]
+    return drop
+
+
+def _replaying_drop(masks, plan):
+    """Applies the full path's masks to the pruned path's tensors, which hold only the plan's positions."""
+    calls = iter(range(len(masks)))
+
+    def drop(h):
+        i = next(calls)
+        if i == len(plan.layers) - 1:  # the head's input: the same [B, d0, H] as in the full path
+            return h * masks[i]
+        mask = torch.ones_like(h)
+        for row, t in enumerate(plan.layers[i].positions):
+            if t < masks[i].shape[1]:  # positions past the end are never read by the layer above
+                mask[:, row] = masks[i][:, t]
+        return h * mask
+    return drop
+
+
+@pytest.mark.parametrize("cell,dilations,T", [
+    (cell, dilations, T) for cell, dilations, T in itertools.product(CELLS, SCHEDULES, LENGTHS)
+    if len(dilations) > 1 and T >= dilations[0]  # a connection between layers, and a readout that fits
+])
+def test_pruned_dropout_equals_full_dropout_with_the_same_masks(cell, dilations, T):
+    model = _classifier(cell, dilations).train()
+    x = torch.randn(3, T, 2, dtype=torch.float64)
+    masks = []
+    model.rnn.drop = _recording_drop(masks)
+    full = model.forward_full(x)
+    assert len(masks) == len(dilations)  # into every layer but the first, and into the head
+    model.rnn.drop = _replaying_drop(masks, model.rnn._plan(T, tuple(model._steps(T))))
+    pruned = model(x)
+    torch.testing.assert_close(pruned, full, rtol=0, atol=1e-12)
+    model.rnn.drop = lambda h: h
+    assert not torch.allclose(model(x), full)  # the masks did change the logits
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_drops_layer_outputs_in_training_only(cell):
+    model = DilatedRNNClassifier(1, [16, 16, 16], [1, 2, 4], cell)
+    x = torch.rand(8, 40, 1)
+    plain = model.eval()(x)
+    with torch.no_grad():
+        compiled = model(x)
+    model.rnn.dropout = 0.5
+    torch.testing.assert_close(model(x), plain, rtol=0, atol=0)  # evaluation mode ignores dropout,
+    with torch.no_grad():  # also on the compiled inference path
+        torch.testing.assert_close(model(x), compiled, rtol=0, atol=0)
+    model.train()
+    h = torch.randn(4, 30, 16)
+    dropped = model.rnn.drop(h)
+    kept = dropped != 0
+    assert 0.35 < kept.float().mean() < 0.65
+    torch.testing.assert_close(dropped[kept], 2 * h[kept])
+    assert not torch.allclose(model(x), plain)
+    model.rnn.dropout = 0.0
+    torch.testing.assert_close(model(x), plain)

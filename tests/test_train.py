@@ -54,6 +54,8 @@ def test_same_seed_same_weights(tmp_path, small_mnist):
     (False, {"optimizer": "rmsprop", "momentum": 0.9}),
     # two parameter groups (decayed matrices, bare vectors); the decay starts after the first resume
     (True, {"optimizer": "adam", "weight_decay": 0.1, "weight_decay_start": 7}),
+    # dropout masks come from the torch RNG, which the checkpoint carries
+    (False, {"optimizer": "adam", "dropout": 0.3}),
 ])
 def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
     cfg = _cfg(permute=permute, schedule="cosine", warmup=2, clip=1.0, **recipe)
