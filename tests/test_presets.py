@@ -38,7 +38,7 @@ def test_train_with_a_preset_stores_the_resolved_recipe(tmp_path, mnist_dir):
     assert stored["model"]["cell"] == "lstm"
     t = stored["train"]
     assert (t["permute"], t["optimizer"], t["lr"], t["schedule"], t["clip"]) == (True, "adam", 2e-3, "cosine", 0.5)
-    assert (t["weight_decay"], t["weight_decay_start"]) == (0.05, 15000)
+    assert (t["weight_decay"], t["weight_decay_start"]) == (0.1, 15000)
 
 
 def test_regulariser_flags_reach_the_run_config(tmp_path, mnist_dir):
