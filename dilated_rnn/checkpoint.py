@@ -6,7 +6,8 @@ run code. The model is rebuilt from the stored config and loaded strictly.
 
 Keys: format, format_version, model_config, train_config, permutation (int64
 [784] or None), model (state_dict), optimizer (state_dict), step (steps done),
-best (dict: step, val_accuracy), rng (torch RNG state), elapsed_s.
+best (dict: step, val_accuracy), rng (torch RNG state), elapsed_s; and, in a run
+that averages its weights (``--ema``), ema (the average's state_dict).
 """
 
 from __future__ import annotations

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, default=None,
                    help="dropout on each layer's outputs on their way up, not along the recurrence; "
                         "training only, 0: none (default: 0)")
+    t.add_argument("--ema", type=float, default=None,
+                   help="decay of an exponential moving average of the weights, which is then what is "
+                        "validated, kept as best.pt and tested; 0: none (default: 0)")
     t.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning-rate schedule (default: constant)")
     t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 0)")

@@ -1,10 +1,11 @@
-"""Optimizers and learning-rate schedules for training."""
+"""Optimizers, learning-rate schedules and weight averaging for training."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
 
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -100,3 +101,16 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup: int = 0) -> fl
         progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, model: nn.Module, decay: float, updates: int) -> None:
+    """Fold ``model``'s weights into their exponential moving average ``average``, after ``updates`` steps.
+
+    a <- r * a + (1 - r) * p with r = min(decay, (1 + updates) / (10 + updates)): TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``, so early averages are not held at the
+    initialisation. ``average`` starts as a copy of the initial model.
+    """
+    rate = min(decay, (1 + updates) / (10 + updates))
+    for a, p in zip(average.parameters(), model.parameters(), strict=True):
+        a.lerp_(p, 1 - rate)

@@ -11,6 +11,7 @@ A run directory holds:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import threading
@@ -29,7 +30,7 @@ from .errors import UserError
 from .evaluate import evaluate
 from .files import append_jsonl, read_jsonl, write_json, write_jsonl
 from .model import DilatedRNNClassifier, ModelConfig
-from .optim import OPTIMIZERS, SCHEDULES, lr_factor, make_optimizer, set_weight_decay
+from .optim import OPTIMIZERS, SCHEDULES, lr_factor, make_optimizer, set_weight_decay, update_average
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class TrainConfig:
     # Dropout on each layer's outputs on their way up (model.py); 0 disables it. Under torchrun each
     # rank draws its own masks, so a run's digits differ from a one-process run's.
     dropout: float = 0.0
+    # Decay of an exponential moving average of the weights (optim.update_average); 0 disables it.
+    # When set, validation, best.pt and the test report use the averaged weights.
+    ema: float = 0.0
     schedule: str = "constant"
     warmup: int = 0
     permute: bool = False
@@ -73,6 +77,8 @@ class TrainConfig:
             raise ValueError("clip, warmup, weight_decay and weight_decay_start must be non-negative")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         for name in ("train_limit", "val_limit", "test_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -101,8 +107,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: f
     return loss.item()
 
 
-def _state(model, optimizer, step, best, cfg: TrainConfig, permutation, elapsed) -> dict:
-    return {
+def _state(model, optimizer, step, best, cfg: TrainConfig, permutation, elapsed, average=None) -> dict:
+    state = {
         "model_config": model.config.to_dict(),
         "train_config": asdict(cfg),
         "permutation": permutation,
@@ -113,6 +119,9 @@ def _state(model, optimizer, step, best, cfg: TrainConfig, permutation, elapsed)
         "rng": {"torch": torch.get_rng_state()},
         "elapsed_s": elapsed,
     }
+    if average is not None:
+        state["ema"] = average.state_dict()
+    return state
 
 
 def train(
@@ -133,6 +142,10 @@ def train(
     ``stop_after`` ends this call after that many more steps, saving
     ``last.pt`` without finishing the run. Ctrl+C finishes the step in flight,
     saves ``last.pt`` and raises ``KeyboardInterrupt``.
+
+    With ``cfg.ema`` the averaged weights are what is validated and what
+    ``best.pt`` holds as its model; ``last.pt`` holds the trained weights as its
+    model and the average under ``ema``, to resume both.
     """
     run_dir = Path(run_dir)
     ctx, dev = init_from_env(device)
@@ -141,9 +154,12 @@ def train(
         run = _resumed_run(run_dir, main)
     else:
         run = _new_run(run_dir, model_config or ModelConfig(), cfg or TrainConfig(), main)
-    cfg, model, permutation, start, best, elapsed, optimizer_state = run
+    cfg, model, permutation, start, best, elapsed, optimizer_state, average = run
     model.rnn.dropout = cfg.dropout
     model.to(dev).train()
+    if average is not None:
+        average.to(dev).eval()
+    validated = average if average is not None else model  # what is validated and saved as best.pt
     net = wrap(model, ctx, dev)  # DDP when several processes, else the model itself
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     if optimizer_state is not None:
@@ -158,7 +174,9 @@ def train(
     def save(name):
         if not main:
             return
-        state = _state(model, optimizer, done, best, cfg, permutation, time.perf_counter() - t0)
+        state = _state(model, optimizer, done, best, cfg, permutation, time.perf_counter() - t0, average)
+        if name == "best.pt":
+            state["model"] = validated.state_dict()
         save_checkpoint(run_dir / name, state)
 
     with _progress(start, cfg.steps, progress and main) as bar, _deferred_interrupt() as interrupted:
@@ -170,6 +188,8 @@ def train(
             idx = shard(batch_indices(len(train_split), cfg.batch_size, done, cfg.seed), ctx)
             x = to_sequences(train_split.images[idx], permutation).to(dev)
             loss = mean_across(train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip), ctx, dev)
+            if average is not None:
+                update_average(average, model, cfg.ema, done)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: loss {loss} at step {done + 1}; "
@@ -186,7 +206,7 @@ def train(
                 loss_sum, loss_count = 0.0, 0
                 if evaluate_now:
                     check_replicas(model, ctx, dev)
-                    val = evaluate(model, val_split, permutation, cfg.eval_batch_size, dev)
+                    val = evaluate(validated, val_split, permutation, cfg.eval_batch_size, dev)
                     record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 # Log before checkpointing: a crash in between makes --resume replay (and re-log) this step,
                 # never lose its record.
@@ -218,24 +238,31 @@ def _new_run(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, main: b
         raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
     torch.manual_seed(cfg.seed)
     model = DilatedRNNClassifier.from_config(model_config)
+    average = copy.deepcopy(model) if cfg.ema else None
     permutation = pixel_permutation(cfg.seed) if cfg.permute else None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
-    return cfg, model, permutation, 0, {"step": 0, "val_accuracy": -1.0}, 0.0, None
+    return cfg, model, permutation, 0, {"step": 0, "val_accuracy": -1.0}, 0.0, None, average
 
 
 def _resumed_run(run_dir: Path, main: bool):
-    """Everything ``last.pt`` stores: config, weights, permutation, step, best, time, optimizer, RNG."""
+    """Everything ``last.pt`` stores: config, weights, permutation, step, best, time, optimizer, RNG, average."""
     path = run_dir / "last.pt"
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)
+    cfg = TrainConfig.from_dict(ckpt["train_config"])
+    average = None
+    if cfg.ema:
+        if "ema" not in ckpt:
+            raise UserError(f"{path}: the run averages its weights (ema {cfg.ema}) but the checkpoint has no average")
+        average = model_from_checkpoint({**ckpt, "model": ckpt["ema"]}, path)
     torch.set_rng_state(ckpt["rng"]["torch"])
-    if main:  # records logged after the checkpoint will be replayed, so drop them
-        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= ckpt["step"]]
-        write_jsonl(run_dir / "metrics.jsonl", kept)
-    return (TrainConfig.from_dict(ckpt["train_config"]), model, permutation_from_checkpoint(ckpt, path),
-            ckpt["step"], ckpt["best"], ckpt["elapsed_s"], ckpt["optimizer"])
+    metrics = run_dir / "metrics.jsonl"
+    if main and metrics.exists():  # records logged after the checkpoint will be replayed, so drop them
+        write_jsonl(metrics, [r for r in read_jsonl(metrics) if r.get("step", 0) <= ckpt["step"]])
+    return (cfg, model, permutation_from_checkpoint(ckpt, path),
+            ckpt["step"], ckpt["best"], ckpt["elapsed_s"], ckpt["optimizer"], average)
 
 
 def finish(run_dir: Path, splits: dict[str, Split], batch_size: int, dev) -> dict:

@@ -46,6 +46,7 @@ def test_resume_flag_continues_a_run(tmp_path, mnist_dir):
         (["train", "--dilations", "1,0"], "dilations must be positive"),
         (["train", "--steps", "0"], "steps must be positive"),
         (["train", "--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
+        (["train", "--ema", "-0.5"], "ema must be in [0, 1), got -0.5"),
         (["evaluate", "nope.pt"], "nope.pt: no such checkpoint"),
         (["train", "--resume", "no-such-run"], "no-such-run/last.pt: no such checkpoint"),
     ],

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dilated_rnn.optim import TFRMSprop, lr_factor, make_optimizer
+from dilated_rnn.optim import TFRMSprop, lr_factor, make_optimizer, update_average
 
 
 def test_tf_rmsprop_matches_the_tensorflow_update_rule():
@@ -97,3 +97,21 @@ def test_schedules():
     assert lr_factor("cosine", 1000, 1000) == pytest.approx(0.0)
     assert lr_factor("constant", 0, 1000, warmup=10) == pytest.approx(0.1)
     assert lr_factor("cosine", 10, 1010, warmup=10) == 1.0
+
+
+def test_weight_average_follows_tensorflows_moving_average():
+    torch.manual_seed(2)
+    model = torch.nn.Linear(3, 2)
+    average = torch.nn.Linear(3, 2)
+    average.load_state_dict(model.state_dict())
+    expected = [p.detach().clone() for p in model.parameters()]
+    for updates in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        update_average(average, model, 0.9, updates)
+        rate = min(0.9, (1 + updates) / (10 + updates))  # 0.1, 0.18, ... then 0.9 from update 81 on
+        expected = [rate * e + (1 - rate) * p.detach() for e, p in zip(expected, model.parameters())]
+    for a, e in zip(average.parameters(), expected):
+        torch.testing.assert_close(a.detach(), e)
+    assert not torch.allclose(average.weight, model.weight)

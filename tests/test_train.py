@@ -5,8 +5,10 @@ import torch
 
 import dilated_rnn.train
 
-from dilated_rnn.checkpoint import load_checkpoint
-from dilated_rnn.model import ModelConfig
+from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint
+from dilated_rnn.errors import UserError
+from dilated_rnn.evaluate import evaluate
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.train import TrainConfig, TrainingDiverged, train
 
 TINY = ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 4, 16), cell="lstm")
@@ -54,8 +56,8 @@ def test_same_seed_same_weights(tmp_path, small_mnist):
     (False, {"optimizer": "rmsprop", "momentum": 0.9}),
     # two parameter groups (decayed matrices, bare vectors); the decay starts after the first resume
     (True, {"optimizer": "adam", "weight_decay": 0.1, "weight_decay_start": 7}),
-    # dropout masks come from the torch RNG, which the checkpoint carries
-    (False, {"optimizer": "adam", "dropout": 0.3}),
+    # dropout masks come from the torch RNG, which the checkpoint carries; the weight average travels too
+    (False, {"optimizer": "adam", "dropout": 0.3, "ema": 0.9}),
 ])
 def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
     cfg = _cfg(permute=permute, schedule="cosine", warmup=2, clip=1.0, **recipe)
@@ -67,9 +69,21 @@ def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
     whole, split = (load_checkpoint(tmp_path / r / "last.pt") for r in ("whole", "split"))
     for key, value in whole["model"].items():
         assert torch.equal(value, split["model"][key]), key
+    for key, value in whole.get("ema", {}).items():
+        assert torch.equal(value, split["ema"][key]), key
+    assert ("ema" in whole) == ("ema" in split) == bool(recipe.get("ema"))
     assert whole["best"] == split["best"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6, 9, 12]
+
+
+def test_resume_before_the_first_log(tmp_path, small_mnist):
+    cfg = _cfg(steps=4, eval_every=4, log_every=4)
+    train(tmp_path / "run", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=2)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # stopped before anything was logged
+    assert train(tmp_path / "run", small_mnist, device="cpu", resume=True, progress=False)["finished"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4]
 
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
@@ -115,3 +129,36 @@ def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
     train(tmp_path / "r", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
     with pytest.raises(Exception, match="already holds a run"):
         train(tmp_path / "r", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
+
+
+def test_weight_average_is_what_is_validated_kept_and_tested(tmp_path, small_mnist):
+    cfg = _cfg(steps=6, eval_every=6, log_every=6, optimizer="adam", ema=0.5)
+    trained = []  # the trained weights after each step, one step per call
+    for _ in range(cfg.steps):
+        train(tmp_path / "run", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=1,
+              resume=bool(trained))
+        trained.append(_weights(tmp_path / "run" / "last.pt"))
+    last, best = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "run" / "best.pt")
+    torch.manual_seed(cfg.seed)  # the initial weights, as a new run draws them
+    expected = DilatedRNNClassifier.from_config(TINY).state_dict()
+    for updates, weights in enumerate(trained):
+        rate = min(0.5, (1 + updates) / (10 + updates))
+        expected = {k: rate * v + (1 - rate) * weights[k] for k, v in expected.items()}
+    for key, value in expected.items():
+        torch.testing.assert_close(last["ema"][key], value, rtol=1e-6, atol=1e-6)
+        assert torch.equal(best["model"][key], last["ema"][key]), key  # the one validation: step 6
+    assert not torch.equal(last["model"]["head.weight"], last["ema"]["head.weight"])
+    report = json.loads((tmp_path / "run" / "test.json").read_text())
+    averaged = model_from_checkpoint(best)
+    assert report["test"] == evaluate(averaged, small_mnist["test"], None, cfg.eval_batch_size, "cpu")
+    record = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert record["val_accuracy"] == evaluate(averaged, small_mnist["val"], None, 1000, "cpu")["accuracy"]
+
+
+def test_resume_of_an_averaging_run_without_its_average_is_a_clear_error(tmp_path, small_mnist):
+    train(tmp_path / "run", small_mnist, TINY, _cfg(ema=0.9), device="cpu", progress=False, stop_after=6)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    del state["ema"]
+    torch.save(state, tmp_path / "run" / "last.pt")
+    with pytest.raises(UserError, match="last.pt: the run averages its weights .* but the checkpoint has no average"):
+        train(tmp_path / "run", small_mnist, device="cpu", resume=True, progress=False)
