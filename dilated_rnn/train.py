@@ -46,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled, on weight matrices only; 0 disables it
     weight_decay_start: int = 0  # first step (0-based) with weight decay; before it, none
     # Dropout on each layer's outputs on their way up (model.py); 0 disables it. Under torchrun each
-    # rank draws its own masks, so a run's digits differ from a one-process run's.
+    # rank draws the masks of its own shard of the batch, so a run's digits differ from a one-process run's.
     dropout: float = 0.0
     # Decay of an exponential moving average of the weights (optim.update_average); 0 disables it.
     # When set, validation, best.pt and the test report use the averaged weights.
