@@ -174,9 +174,11 @@ def train(
     def save(name):
         if not main:
             return
-        state = _state(model, optimizer, done, best, cfg, permutation, time.perf_counter() - t0, average)
-        if name == "best.pt":
-            state["model"] = validated.state_dict()
+        if name == "best.pt":  # the validated weights alone; resuming reads last.pt
+            weights, kept_average = validated, None
+        else:
+            weights, kept_average = model, average
+        state = _state(weights, optimizer, done, best, cfg, permutation, time.perf_counter() - t0, kept_average)
         save_checkpoint(run_dir / name, state)
 
     with _progress(start, cfg.steps, progress and main) as bar, _deferred_interrupt() as interrupted:

@@ -147,6 +147,7 @@ def test_weight_average_is_what_is_validated_kept_and_tested(tmp_path, small_mni
     for key, value in expected.items():
         torch.testing.assert_close(last["ema"][key], value, rtol=1e-6, atol=1e-6)
         assert torch.equal(best["model"][key], last["ema"][key]), key  # the one validation: step 6
+    assert "ema" not in best  # best.pt holds the validated weights once
     assert not torch.equal(last["model"]["head.weight"], last["ema"]["head.weight"])
     report = json.loads((tmp_path / "run" / "test.json").read_text())
     averaged = model_from_checkpoint(best)
