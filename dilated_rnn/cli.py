@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema", type=float, default=None,
                    help="decay of an exponential moving average of the weights, which is then what is "
                         "validated, kept as best.pt and tested; 0: none (default: 0)")
+    t.add_argument("--label-smoothing", type=float, default=None,
+                   help="spread this much of each training target evenly over the classes; "
+                        "the training loss only, 0: none (default: 0)")
+    t.add_argument("--init", choices=("tf", "orthogonal"), default=None,
+                   help="cell initialisation: tf (the paper's code, Glorot-uniform) or orthogonal gate "
+                        "blocks (default: tf)")
+    t.add_argument("--forget-bias", type=float, default=None,
+                   help="initial bias of the LSTM forget gate (default: 1)")
     t.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning-rate schedule (default: constant)")
     t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 0)")

@@ -29,7 +29,7 @@ from .distributed import any_across, barrier, check_replicas, init_from_env, mea
 from .errors import UserError
 from .evaluate import evaluate
 from .files import append_jsonl, read_jsonl, write_json, write_jsonl
-from .model import DilatedRNNClassifier, ModelConfig
+from .model import INITS, DilatedRNNClassifier, ModelConfig
 from .optim import OPTIMIZERS, SCHEDULES, lr_factor, make_optimizer, set_weight_decay, update_average
 
 
@@ -51,6 +51,13 @@ class TrainConfig:
     # Decay of an exponential moving average of the weights (optim.update_average); 0 disables it.
     # When set, validation, best.pt and the test report use the averaged weights.
     ema: float = 0.0
+    # Cross-entropy against targets with this much mass spread evenly over all classes; 0 disables it.
+    # Training loss only: validation and test losses stay plain cross-entropy.
+    label_smoothing: float = 0.0
+    # Initialisation of the cells (model.init_cell_): "tf" (the paper's code) or "orthogonal";
+    # forget_bias is the LSTM forget gate's initial bias.
+    init: str = "tf"
+    forget_bias: float = 1.0
     schedule: str = "constant"
     warmup: int = 0
     permute: bool = False
@@ -79,6 +86,12 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; expected one of {', '.join(INITS)}")
+        if not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {self.forget_bias}")
         for name in ("train_limit", "val_limit", "test_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -96,10 +109,11 @@ class TrainingDiverged(UserError):
     pass
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0) -> float:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0,
+               label_smoothing: float = 0.0) -> float:
     """One optimisation step on a batch; returns the loss as a float."""
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(x), y)
+    loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
     loss.backward()
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -189,7 +203,8 @@ def train(
                 set_weight_decay(optimizer, cfg.weight_decay if done >= cfg.weight_decay_start else 0.0)
             idx = shard(batch_indices(len(train_split), cfg.batch_size, done, cfg.seed), ctx)
             x = to_sequences(train_split.images[idx], permutation).to(dev)
-            loss = mean_across(train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip), ctx, dev)
+            loss = mean_across(train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip,
+                                               cfg.label_smoothing), ctx, dev)
             if average is not None:
                 update_average(average, model, cfg.ema, done)
             if not math.isfinite(loss):
@@ -240,6 +255,12 @@ def _new_run(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, main: b
         raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
     torch.manual_seed(cfg.seed)
     model = DilatedRNNClassifier.from_config(model_config)
+    if (cfg.init, cfg.forget_bias) != ("tf", 1.0):  # a default run's draw above stays as it always was
+        torch.manual_seed(cfg.seed)  # the cells drawn again from the seed; the head stays a default run's
+        try:
+            model.rnn.reset_parameters(cfg.init, cfg.forget_bias)
+        except ValueError as e:
+            raise UserError(f"--forget-bias: {e}") from None  # the one choice init_cell_ refuses
     average = copy.deepcopy(model) if cfg.ema else None
     permutation = pixel_permutation(cfg.seed) if cfg.permute else None
     if main:

@@ -96,6 +96,50 @@ def test_tensorflow_initialisation():
     assert torch.equal(gru.bias_ih_l0[:40], torch.ones(40)) and gru.bias_ih_l0[40:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_orthogonal_initialisation(cell):
+    torch.manual_seed(0)
+    stack = DilatedRNN(3, [20, 20], [1, 2], cell)
+    stack.reset_parameters("orthogonal")
+    H, G = 20, {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    for layer, F in zip(stack.layers, (3, 20)):
+        for g in range(G):
+            rec, inp = layer.weight_hh_l0[g * H : (g + 1) * H], layer.weight_ih_l0[g * H : (g + 1) * H]
+            torch.testing.assert_close(rec @ rec.T, torch.eye(H), rtol=0, atol=1e-5)  # square: orthogonal
+            torch.testing.assert_close(inp.T @ inp, torch.eye(F), rtol=0, atol=1e-5)  # [H, F]: orthonormal columns
+        assert not torch.equal(layer.weight_hh_l0[:H], layer.weight_hh_l0[-H:]) or G == 1  # each block its own draw
+        tf = DilatedRNN(3, [20, 20], [1, 2], cell).layers[0]  # biases are TF's
+        assert torch.equal(stack.layers[0].bias_ih_l0, tf.bias_ih_l0) and stack.layers[0].bias_hh_l0.abs().sum() == 0
+
+
+def test_forget_bias_sets_the_lstm_forget_gate_only():
+    stack = DilatedRNN(1, [20, 20], [1, 2], "lstm")
+    stack.reset_parameters("tf", forget_bias=3.0)
+    H = 20
+    for layer in stack.layers:
+        assert torch.equal(layer.bias_ih_l0[H : 2 * H], torch.full((H,), 3.0))
+        assert layer.bias_ih_l0[:H].abs().sum() == 0 and layer.bias_ih_l0[2 * H :].abs().sum() == 0
+    with pytest.raises(ValueError, match="forget_bias applies to LSTM cells only, not gru"):
+        DilatedRNN(1, [20], [1], "gru").reset_parameters("tf", forget_bias=3.0)
+    with pytest.raises(ValueError, match="unknown init 'he'"):
+        DilatedRNN(1, [20], [1], "lstm").reset_parameters("he")
+
+
+def test_orthogonal_initialisation_carries_the_input_to_the_top_of_the_paper_stack():
+    """Why it is offered: TF's bounds let 9 stacked 20-unit LSTM layers all but lose the input at initialisation."""
+    x = torch.rand(64, 784, 1)
+
+    def spread_at_top(init):
+        torch.manual_seed(1)
+        model = DilatedRNNClassifier.from_config(ModelConfig(cell="lstm")).eval()
+        model.rnn.reset_parameters(init)
+        with torch.no_grad():
+            top = model.rnn.outputs_at(x, [783])
+        return top.std(0).mean().item()  # how much the top output varies across images
+
+    assert spread_at_top("orthogonal") > 30 * spread_at_top("tf")
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

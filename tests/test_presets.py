@@ -23,7 +23,9 @@ def test_every_shipped_model_has_a_preset_of_its_name_that_reproduces_it():
 
 
 def test_preset_fills_unset_flags_and_explicit_flags_win():
-    assert resolve("lstm-pmnist", {}) == {**DEFAULTS, "cell": "lstm", "permute": True, **ADAM_LATE_WD}
+    assert resolve("lstm-pmnist", {}) == {**DEFAULTS, "cell": "lstm", "permute": True, **ADAM_LATE_WD,
+                                          "ema": 0.999, "init": "orthogonal"}
+    assert resolve("lstm-pmnist", {"init": "tf", "ema": None})["init"] == "tf"
     assert resolve("gru-pmnist", {"lr": 5e-4, "cell": None})["lr"] == 5e-4
     assert resolve(None, {}) == DEFAULTS  # no preset: the reference's recipe
     with pytest.raises(ValueError, match="unknown preset"):
@@ -38,16 +40,18 @@ def test_train_with_a_preset_stores_the_resolved_recipe(tmp_path, mnist_dir):
     assert stored["model"]["cell"] == "lstm"
     t = stored["train"]
     assert (t["permute"], t["optimizer"], t["lr"], t["schedule"], t["clip"]) == (True, "adam", 2e-3, "cosine", 0.5)
-    assert (t["weight_decay"], t["weight_decay_start"]) == (0.1, 15000)
+    assert (t["weight_decay"], t["weight_decay_start"], t["ema"], t["init"]) == (0.1, 15000, 0.999, "orthogonal")
 
 
 def test_regulariser_flags_reach_the_run_config(tmp_path, mnist_dir):
     run = tmp_path / "run"
     assert main(["train", "--preset", "lstm-mnist", "--weight-decay", "0.05", "--weight-decay-start", "1",
-                 "--dropout", "0.2", "--ema", "0.999", "--steps", "2", "--batch-size", "16", "--run-dir", str(run),
+                 "--dropout", "0.2", "--ema", "0.999", "--label-smoothing", "0.1", "--init", "orthogonal",
+                 "--forget-bias", "2", "--steps", "2", "--batch-size", "16", "--run-dir", str(run),
                  "--data-dir", str(mnist_dir), *SMALL]) == 0
     t = json.loads((run / "config.json").read_text())["train"]
     assert (t["weight_decay"], t["weight_decay_start"], t["dropout"], t["ema"]) == (0.05, 1, 0.2, 0.999)
+    assert (t["label_smoothing"], t["init"], t["forget_bias"]) == (0.1, "orthogonal", 2.0)
 
 
 def test_unknown_preset_is_a_one_line_error(capsys):

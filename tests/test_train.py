@@ -6,6 +6,7 @@ import torch
 import dilated_rnn.train
 
 from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint
+from dilated_rnn.data import to_sequences
 from dilated_rnn.errors import UserError
 from dilated_rnn.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
@@ -102,6 +103,54 @@ def test_weight_decay_starts_at_its_step(tmp_path, small_mnist, optimizer):
         assert torch.equal(late_4[key], bare_4[key]), key
     for key in ("head.weight", "rnn.layers.0.weight_ih_l0"):  # decay from step 0, and after step 4: matrices differ
         assert not torch.equal(early_4[key], bare_4[key]) and not torch.equal(late_8[key], bare_8[key]), key
+
+
+def test_label_smoothing_trains_on_the_smoothed_cross_entropy(small_mnist):
+    x = to_sequences(small_mnist["train"].images[:16])[:, ::8]  # 98 steps: fast
+    y = small_mnist["train"].labels[:16]
+    eps, K = 0.2, 10
+    models = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        models.append(DilatedRNNClassifier.from_config(TINY))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5) for m in models]
+    loss = dilated_rnn.train.train_step(models[0], opts[0], x, y, label_smoothing=eps)
+    # Straight from the definition: targets (1 - eps) on the label plus eps / K on every class.
+    target = torch.full((16, K), eps / K)
+    target[torch.arange(16), y] += 1 - eps
+    expected = -(target * torch.log_softmax(models[1](x), dim=1)).sum(1).mean()
+    expected.backward()
+    opts[1].step()
+    assert loss == pytest.approx(expected.item(), rel=1e-6)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    plain = torch.nn.functional.cross_entropy(models[0](x), y).item()
+    assert dilated_rnn.train.train_step(models[0], opts[0], x, y) == pytest.approx(plain, rel=1e-6)
+
+
+@pytest.mark.parametrize("init, forget_bias", [("orthogonal", 1.0), ("tf", 2.5), ("orthogonal", 2.5)])
+def test_a_run_starts_from_the_initialisation_it_names(tmp_path, small_mnist, init, forget_bias):
+    cfg = _cfg(init=init, forget_bias=forget_bias)
+    train(tmp_path / "run", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=0)
+    start = _weights(tmp_path / "run" / "last.pt")  # saved before any step
+    torch.manual_seed(cfg.seed)  # the initial weights, from the seed, as the config says
+    model = DilatedRNNClassifier.from_config(TINY)
+    torch.manual_seed(cfg.seed)
+    model.rnn.reset_parameters(init, forget_bias)
+    for key, value in model.state_dict().items():
+        assert torch.equal(start[key], value), key
+    torch.manual_seed(cfg.seed)
+    default = DilatedRNNClassifier.from_config(TINY).state_dict()
+    changed = [k for k in default if not torch.equal(default[k], start[k])]
+    assert changed and all(k.startswith("rnn.") for k in changed)  # the head is drawn as always
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["init"] == init
+
+
+def test_forget_bias_on_a_cell_without_one_is_a_clear_error_before_anything_is_written(tmp_path, small_mnist):
+    gru = ModelConfig(hidden_sizes=(8,), dilations=(1,), cell="gru")
+    with pytest.raises(UserError, match="--forget-bias: forget_bias applies to LSTM cells only, not gru"):
+        train(tmp_path / "run", small_mnist, gru, _cfg(forget_bias=2.0), device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_permutation_travels_in_the_checkpoint(tmp_path, small_mnist):
