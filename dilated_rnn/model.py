@@ -122,9 +122,10 @@ def init_cell_(rnn: nn.RNNBase, cell: str, init: str = "tf", forget_bias: float 
 
     ``orthogonal``: each gate's block of W_ih ([H, F]) and of W_hh ([H, H]) is a
     random (semi-)orthogonal matrix (Saxe et al., arXiv:1312.6120), so every
-    block keeps the norm of what it reads; biases as ``tf``. Through 9 stacked
-    20-unit LSTM layers, TF's bounds shrink the input's trace at the top to
-    about 1e-5 of its spread at initialisation, orthogonal blocks to about 4e-3.
+    block keeps the norm of what it reads; biases as ``tf``. At initialisation,
+    on 9 stacked 20-unit LSTM layers fed MNIST pixels in [0, 1], the top output
+    varies across images by about 1e-5 with TF's bounds and 4e-3 with
+    orthogonal blocks: TF's bounds all but lose the input on its way up.
 
     ``forget_bias`` (LSTM only) replaces the forget gate's bias 1.
     """

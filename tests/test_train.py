@@ -128,6 +128,19 @@ def test_label_smoothing_trains_on_the_smoothed_cross_entropy(small_mnist):
     assert dilated_rnn.train.train_step(models[0], opts[0], x, y) == pytest.approx(plain, rel=1e-6)
 
 
+def test_a_run_trains_on_its_label_smoothing(tmp_path, small_mnist, monkeypatch):
+    seen = []
+    real_step = dilated_rnn.train.train_step
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real_step(*args)
+
+    monkeypatch.setattr(dilated_rnn.train, "train_step", spy)
+    train(tmp_path / "run", small_mnist, TINY, _cfg(steps=2, label_smoothing=0.3), device="cpu", progress=False)
+    assert seen == [0.3, 0.3]
+
+
 @pytest.mark.parametrize("init, forget_bias", [("orthogonal", 1.0), ("tf", 2.5), ("orthogonal", 2.5)])
 def test_a_run_starts_from_the_initialisation_it_names(tmp_path, small_mnist, init, forget_bias):
     cfg = _cfg(init=init, forget_bias=forget_bias)
