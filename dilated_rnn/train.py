@@ -203,8 +203,8 @@ def train(
                 set_weight_decay(optimizer, cfg.weight_decay if done >= cfg.weight_decay_start else 0.0)
             idx = shard(batch_indices(len(train_split), cfg.batch_size, done, cfg.seed), ctx)
             x = to_sequences(train_split.images[idx], permutation).to(dev)
-            loss = mean_across(train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip,
-                                               cfg.label_smoothing), ctx, dev)
+            loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing)
+            loss = mean_across(loss, ctx, dev)
             if average is not None:
                 update_average(average, model, cfg.ema, done)
             if not math.isfinite(loss):

@@ -102,14 +102,14 @@ def test_orthogonal_initialisation(cell):
     stack = DilatedRNN(3, [20, 20], [1, 2], cell)
     stack.reset_parameters("orthogonal")
     H, G = 20, {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-    for layer, F in zip(stack.layers, (3, 20)):
+    tf = DilatedRNN(3, [20, 20], [1, 2], cell)  # its biases are TF's
+    for layer, tf_layer, F in zip(stack.layers, tf.layers, (3, 20)):
         for g in range(G):
             rec, inp = layer.weight_hh_l0[g * H : (g + 1) * H], layer.weight_ih_l0[g * H : (g + 1) * H]
             torch.testing.assert_close(rec @ rec.T, torch.eye(H), rtol=0, atol=1e-5)  # square: orthogonal
             torch.testing.assert_close(inp.T @ inp, torch.eye(F), rtol=0, atol=1e-5)  # [H, F]: orthonormal columns
         assert not torch.equal(layer.weight_hh_l0[:H], layer.weight_hh_l0[-H:]) or G == 1  # each block its own draw
-        tf = DilatedRNN(3, [20, 20], [1, 2], cell).layers[0]  # biases are TF's
-        assert torch.equal(stack.layers[0].bias_ih_l0, tf.bias_ih_l0) and stack.layers[0].bias_hh_l0.abs().sum() == 0
+        assert torch.equal(layer.bias_ih_l0, tf_layer.bias_ih_l0) and layer.bias_hh_l0.abs().sum() == 0
 
 
 def test_forget_bias_sets_the_lstm_forget_gate_only():
