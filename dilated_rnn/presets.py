@@ -37,14 +37,16 @@ The recipes came from measured runs, not from the paper (results/ holds each run
 - ``gru-pmnist`` adds a moving average of the weights (``ema`` 0.999), which is
   what is validated and kept: best validation 96.74 % against 96.60 % for the
   same trained weights without it (one run).
-- ``lstm-pmnist`` adds orthogonal gate blocks (``init`` "orthogonal") and the
-  average. With TensorFlow's Glorot bounds the input all but vanishes up the 9
+- ``lstm-pmnist`` adds orthogonal gate blocks (``init`` "orthogonal") and a
+  longer average (``ema`` 0.9995). With TensorFlow's Glorot bounds the input all but vanishes up the 9
   stacked 20-unit LSTM layers at initialisation, and the permuted LSTM sat at
   chance for thousands of steps (9,000 in one run on a GPU); with orthogonal
   blocks it was at 57.52 % validation by step 1,000 and reached a best of
   96.70 % against 96.28 % (results/h100-2026-11-27-init-screen/ and
   results/cpu-2026-11-27/README.md, sixth round). The average alone, with
-  TensorFlow's initialisation, had reached 96.22 % against 96.28 %.
+  TensorFlow's initialisation, had reached 96.22 % against 96.28 %. A longer
+  average (0.9995 instead of 0.999, on the same trained weights) reached 96.74 %
+  against 96.70 % (seventh round); on the permuted GRU it tied, 96.74 % both.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ PRESETS: dict[str, dict] = {
     "lstm-mnist": _preset("lstm", False, ADAM_WARMUP_LATE_WD),
     "gru-mnist": _preset("gru", False, {**ADAM_WARMUP_LATE_WD, "lr": 3e-3, "weight_decay": 0.1}),
     "rnn-pmnist": _preset("rnn", True, ADAM_WARMUP_LATE_WD),
-    "lstm-pmnist": _preset("lstm", True, {**ADAM_LATE_WD, "ema": 0.999, "init": "orthogonal"}),
+    "lstm-pmnist": _preset("lstm", True, {**ADAM_LATE_WD, "ema": 0.9995, "init": "orthogonal"}),
     "gru-pmnist": _preset("gru", True, {**ADAM_WARMUP_LATE_WD, "ema": 0.999}),
     "reference": {k: DEFAULTS[k] for k in ADAM},
 }

@@ -24,7 +24,7 @@ def test_every_shipped_model_has_a_preset_of_its_name_that_reproduces_it():
 
 def test_preset_fills_unset_flags_and_explicit_flags_win():
     assert resolve("lstm-pmnist", {}) == {**DEFAULTS, "cell": "lstm", "permute": True, **ADAM_LATE_WD,
-                                          "ema": 0.999, "init": "orthogonal"}
+                                          "ema": 0.9995, "init": "orthogonal"}
     assert resolve("lstm-pmnist", {"init": "tf", "ema": None})["init"] == "tf"
     assert resolve("gru-pmnist", {"lr": 5e-4, "cell": None})["lr"] == 5e-4
     assert resolve(None, {}) == DEFAULTS  # no preset: the reference's recipe
@@ -40,7 +40,7 @@ def test_train_with_a_preset_stores_the_resolved_recipe(tmp_path, mnist_dir):
     assert stored["model"]["cell"] == "lstm"
     t = stored["train"]
     assert (t["permute"], t["optimizer"], t["lr"], t["schedule"], t["clip"]) == (True, "adam", 2e-3, "cosine", 0.5)
-    assert (t["weight_decay"], t["weight_decay_start"], t["ema"], t["init"]) == (0.1, 15000, 0.999, "orthogonal")
+    assert (t["weight_decay"], t["weight_decay_start"], t["ema"], t["init"]) == (0.1, 15000, 0.9995, "orthogonal")
 
 
 def test_regulariser_flags_reach_the_run_config(tmp_path, mnist_dir):
