@@ -38,11 +38,11 @@ The recipes came from measured runs, not from the paper (results/ holds each run
   what is validated and kept: best validation 96.74 % against 96.60 % for the
   same trained weights without it (one run).
 - ``lstm-pmnist`` adds orthogonal gate blocks (``init`` "orthogonal") and a
-  longer average (``ema`` 0.9995). With TensorFlow's Glorot bounds the input all but vanishes up the 9
-  stacked 20-unit LSTM layers at initialisation, and the permuted LSTM sat at
-  chance for thousands of steps (9,000 in one run on a GPU); with orthogonal
-  blocks it was at 57.52 % validation by step 1,000 and reached a best of
-  96.70 % against 96.28 % (results/h100-2026-11-27-init-screen/ and
+  longer average (``ema`` 0.9995). With TensorFlow's Glorot bounds the input
+  all but vanishes up the 9 stacked 20-unit LSTM layers at initialisation, and
+  the permuted LSTM sat at chance for thousands of steps (9,000 in one run on a
+  GPU); with orthogonal blocks it was at 57.52 % validation by step 1,000 and
+  reached a best of 96.70 % against 96.28 % (results/h100-2026-11-27-init-screen/ and
   results/cpu-2026-11-27/README.md, sixth round). The average alone, with
   TensorFlow's initialisation, had reached 96.22 % against 96.28 %. A longer
   average (0.9995 instead of 0.999, on the same trained weights) reached 96.74 %
