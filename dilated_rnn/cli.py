@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, default=None,
                    help="spread this much of each training target evenly over the classes; "
                         "the training loss only, 0: none (default: 0)")
+    t.add_argument("--sam", type=float, default=None,
+                   help="sharpness-aware minimisation: radius of the weight perturbation (twice the compute "
+                        "per step), 0: none (default: 0)")
+    t.add_argument("--sam-start", type=int, default=None,
+                   help="first step with sharpness-aware minimisation; none before it (default: 0)")
     t.add_argument("--init", choices=("tf", "orthogonal"), default=None,
                    help="cell initialisation: tf (the paper's code, Glorot-uniform) or orthogonal gate "
                         "blocks (default: tf)")

@@ -58,7 +58,7 @@ from .train import TrainConfig
 
 ADAM = {"optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "clip": 1.0, "warmup": 0, "momentum": 0.0,
         "weight_decay": 0.0, "weight_decay_start": 0, "dropout": 0.0, "ema": 0.0, "label_smoothing": 0.0,
-        "init": "tf", "forget_bias": 1.0}
+        "init": "tf", "forget_bias": 1.0, "sam": 0.0, "sam_start": 0}
 ADAM_LATE_WD = {**ADAM, "weight_decay": 0.1, "weight_decay_start": 15000}
 ADAM_WARMUP_LATE_WD = {**ADAM, "warmup": 1000, "weight_decay": 0.05, "weight_decay_start": 5000}
 

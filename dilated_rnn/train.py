@@ -58,6 +58,10 @@ class TrainConfig:
     # forget_bias is the LSTM forget gate's initial bias.
     init: str = "tf"
     forget_bias: float = 1.0
+    # Sharpness-aware minimisation (Foret et al., 2021; train_step): the radius of the weight
+    # perturbation, 0 disables it; sam_start is the first step (0-based) that uses it.
+    sam: float = 0.0
+    sam_start: int = 0
     schedule: str = "constant"
     warmup: int = 0
     permute: bool = False
@@ -80,8 +84,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.clip < 0 or self.warmup < 0 or self.weight_decay < 0 or self.weight_decay_start < 0:
-            raise ValueError("clip, warmup, weight_decay and weight_decay_start must be non-negative")
+        if min(self.clip, self.warmup, self.weight_decay, self.weight_decay_start, self.sam_start) < 0:
+            raise ValueError("clip, warmup, weight_decay, weight_decay_start and sam_start must be non-negative")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.ema < 1:
@@ -90,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; expected one of {', '.join(INITS)}")
+        if not (math.isfinite(self.sam) and self.sam >= 0):
+            raise ValueError(f"sam must be a non-negative radius, got {self.sam}")
         if not math.isfinite(self.forget_bias):
             raise ValueError(f"forget_bias must be finite, got {self.forget_bias}")
         for name in ("train_limit", "val_limit", "test_limit"):
@@ -110,15 +116,39 @@ class TrainingDiverged(UserError):
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0,
-               label_smoothing: float = 0.0) -> float:
-    """One optimisation step on a batch; returns the loss as a float."""
+               label_smoothing: float = 0.0, sam: float = 0.0) -> float:
+    """One optimisation step on a batch; returns the loss (at the current weights) as a float.
+
+    With ``sam`` > 0 the step is sharpness-aware (SAM, Foret et al., 2021): the gradient g at the
+    weights w moves them to w + sam * g / ||g|| (the global L2 norm), the gradient is taken again
+    there, the weights are put back exactly, and the optimizer steps with the second gradient
+    (clipped, if ``clip``). It costs a second forward and backward pass.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
     loss.backward()
+    if sam > 0:
+        _sharpness_aware_gradient(model, optimizer, x, y, label_smoothing, sam)
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return loss.item()
+
+
+def _sharpness_aware_gradient(model, optimizer, x, y, label_smoothing: float, radius: float) -> None:
+    """Replace the gradients at w by those at w + radius * g / ||g||, then restore w bit for bit."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        scale = radius / (norm + 1e-12)
+        saved = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad, alpha=float(scale))
+    optimizer.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing).backward()
+    with torch.no_grad():
+        for p, w in zip(params, saved, strict=True):
+            p.copy_(w)
 
 
 def _state(model, optimizer, step, best, cfg: TrainConfig, permutation, elapsed, average=None) -> dict:
@@ -203,7 +233,8 @@ def train(
                 set_weight_decay(optimizer, cfg.weight_decay if done >= cfg.weight_decay_start else 0.0)
             idx = shard(batch_indices(len(train_split), cfg.batch_size, done, cfg.seed), ctx)
             x = to_sequences(train_split.images[idx], permutation).to(dev)
-            loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing)
+            sam = cfg.sam if done >= cfg.sam_start else 0.0
+            loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam)
             loss = mean_across(loss, ctx, dev)
             if average is not None:
                 update_average(average, model, cfg.ema, done)

@@ -48,6 +48,8 @@ def test_resume_flag_continues_a_run(tmp_path, mnist_dir):
         (["train", "--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
         (["train", "--ema", "-0.5"], "ema must be in [0, 1), got -0.5"),
         (["train", "--label-smoothing", "1"], "label_smoothing must be in [0, 1), got 1.0"),
+        (["train", "--sam", "-0.05"], "sam must be a non-negative radius, got -0.05"),
+        (["train", "--sam-start", "-1"], "sam_start must be non-negative"),
         (["train", "--cell", "gru", "--forget-bias", "2", "--steps", "1"],
          "--forget-bias: forget_bias applies to LSTM cells only, not gru"),
         (["evaluate", "nope.pt"], "nope.pt: no such checkpoint"),

@@ -16,7 +16,8 @@ from dilated_rnn.distributed import Context, shard
 
 ARGS = ["--hidden-sizes", "8", "--dilations", "1,2,4,8", "--steps", "6", "--batch-size", "16", "--eval-every", "1",
         "--log-every", "1", "--train-limit", "256", "--val-limit", "50", "--test-limit", "50", "--no-progress",
-        "--threads", "1", "--device", "cpu", "--optimizer", "adam", "--lr", "0.01"]
+        "--threads", "1", "--device", "cpu", "--optimizer", "adam", "--lr", "0.01",
+        "--sam", "0.05", "--sam-start", "3"]  # plain steps, then sharpness-aware ones (two all-reduces a step)
 
 
 def _free_port() -> int:

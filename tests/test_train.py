@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -59,6 +60,8 @@ def test_same_seed_same_weights(tmp_path, small_mnist):
     (True, {"optimizer": "adam", "weight_decay": 0.1, "weight_decay_start": 7}),
     # dropout masks come from the torch RNG, which the checkpoint carries; the weight average travels too
     (False, {"optimizer": "adam", "dropout": 0.3, "ema": 0.9}),
+    # sharpness-aware steps from step 7, after the first resume
+    (True, {"optimizer": "adam", "weight_decay": 0.1, "weight_decay_start": 3, "sam": 0.05, "sam_start": 7}),
 ])
 def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
     cfg = _cfg(permute=permute, schedule="cosine", warmup=2, clip=1.0, **recipe)
@@ -128,17 +131,57 @@ def test_label_smoothing_trains_on_the_smoothed_cross_entropy(small_mnist):
     assert dilated_rnn.train.train_step(models[0], opts[0], x, y) == pytest.approx(plain, rel=1e-6)
 
 
-def test_a_run_trains_on_its_label_smoothing(tmp_path, small_mnist, monkeypatch):
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_sharpness_aware_step_follows_the_definition(small_mnist, cell):
+    x = to_sequences(small_mnist["train"].images[:16])[:, ::8]  # 98 steps: fast
+    y = small_mnist["train"].labels[:16]
+    config = ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 4, 16), cell=cell)
+    rho, clip = 0.05, 0.5
+    models = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        models.append(DilatedRNNClassifier.from_config(config))
+    start = copy.deepcopy(models[0].state_dict())
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    loss = dilated_rnn.train.train_step(models[0], opts[0], x, y, clip=clip, sam=rho)
+    # Straight from the definition, on a separate copy: e = rho g / ||g|| at w, the gradient at w + e,
+    # clipped, applied at w.
+    model = models[1]
+    clean = torch.nn.functional.cross_entropy(model(x), y)
+    g = torch.autograd.grad(clean, list(model.parameters()))
+    norm = torch.sqrt(sum((gi.double() ** 2).sum() for gi in g))
+    perturbed = copy.deepcopy(model)
+    with torch.no_grad():
+        for q, gi in zip(perturbed.parameters(), g):
+            q += rho * gi / norm.float()
+    sharp = torch.nn.functional.cross_entropy(perturbed(x), y)
+    for p, gi in zip(model.parameters(), torch.autograd.grad(sharp, list(perturbed.parameters()))):
+        p.grad = gi
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opts[1].step()
+    assert loss == pytest.approx(clean.item(), rel=1e-6) and sharp.item() > clean.item()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # ... which is not a plain step from the same start
+    torch.manual_seed(3)
+    plain = DilatedRNNClassifier.from_config(config)
+    plain.load_state_dict(start)
+    dilated_rnn.train.train_step(plain, torch.optim.Adam(plain.parameters(), lr=1e-2), x, y, clip=clip)
+    assert not torch.allclose(plain.head.weight, models[0].head.weight, atol=1e-4)
+
+
+def test_a_run_trains_on_its_label_smoothing_and_sam_from_its_start(tmp_path, small_mnist, monkeypatch):
     seen = []
     real_step = dilated_rnn.train.train_step
 
     def spy(*args):
-        seen.append(args[-1])
+        seen.append(args[5:])  # label smoothing, SAM radius
         return real_step(*args)
 
     monkeypatch.setattr(dilated_rnn.train, "train_step", spy)
-    train(tmp_path / "run", small_mnist, TINY, _cfg(steps=2, label_smoothing=0.3), device="cpu", progress=False)
-    assert seen == [0.3, 0.3]
+    train(tmp_path / "run", small_mnist, TINY, _cfg(steps=3, label_smoothing=0.3, sam=0.05, sam_start=1),
+          device="cpu", progress=False)
+    assert seen == [(0.3, 0.0), (0.3, 0.05), (0.3, 0.05)]
 
 
 @pytest.mark.parametrize("init, forget_bias", [("orthogonal", 1.0), ("tf", 2.5), ("orthogonal", 2.5)])
