@@ -124,28 +124,30 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: f
     there, the weights are put back exactly, and the optimizer steps with the second gradient
     (clipped, if ``clip``). It costs a second forward and backward pass.
     """
+    def batch_loss():
+        return nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+    loss = batch_loss()
     loss.backward()
     if sam > 0:
-        _sharpness_aware_gradient(model, optimizer, x, y, label_smoothing, sam)
+        _sharpness_aware_gradient(model, optimizer, batch_loss, sam)
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return loss.item()
 
 
-def _sharpness_aware_gradient(model, optimizer, x, y, label_smoothing: float, radius: float) -> None:
-    """Replace the gradients at w by those at w + radius * g / ||g||, then restore w bit for bit."""
+def _sharpness_aware_gradient(model, optimizer, batch_loss, radius: float) -> None:
+    """Replace the gradients at w by those of ``batch_loss`` at w + radius * g / ||g||, then restore w bit for bit."""
     params = [p for p in model.parameters() if p.grad is not None]
     with torch.no_grad():
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        scale = radius / (norm + 1e-12)
+        scale = float(radius / (nn.utils.get_total_norm([p.grad for p in params]) + 1e-12))
         saved = [p.detach().clone() for p in params]
         for p in params:
-            p.add_(p.grad, alpha=float(scale))
+            p.add_(p.grad, alpha=scale)
     optimizer.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing).backward()
+    batch_loss().backward()
     with torch.no_grad():
         for p, w in zip(params, saved, strict=True):
             p.copy_(w)

@@ -47,8 +47,8 @@ def test_regulariser_flags_reach_the_run_config(tmp_path, mnist_dir):
     run = tmp_path / "run"
     assert main(["train", "--preset", "lstm-mnist", "--weight-decay", "0.05", "--weight-decay-start", "1",
                  "--dropout", "0.2", "--ema", "0.999", "--label-smoothing", "0.1", "--init", "orthogonal",
-                 "--forget-bias", "2", "--sam", "0.05", "--sam-start", "1", "--steps", "2", "--batch-size", "16", "--run-dir", str(run),
-                 "--data-dir", str(mnist_dir), *SMALL]) == 0
+                 "--forget-bias", "2", "--sam", "0.05", "--sam-start", "1", "--steps", "2", "--batch-size", "16",
+                 "--run-dir", str(run), "--data-dir", str(mnist_dir), *SMALL]) == 0
     t = json.loads((run / "config.json").read_text())["train"]
     assert (t["weight_decay"], t["weight_decay_start"], t["dropout"], t["ema"]) == (0.05, 1, 0.2, 0.999)
     assert (t["label_smoothing"], t["init"], t["forget_bias"]) == (0.1, "orthogonal", 2.0)
