@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dilated_rnn.accuracy import accuracy_report
 from dilated_rnn.cli import main
 
 CKPT = str(Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25" / "lstm" / "best.pt")
@@ -35,8 +36,12 @@ def test_pipeline_table(tmp_path, mnist_dir, capsys):
     result = json.loads((tmp_path / "deploy" / "pipeline.json").read_text())
     assert [r["precision"] for r in result["rows"]] == ["fp32", "int8"]
     assert all(r["images"] == 60 and r["batch1_latency_ms_p50"] > 0 for r in result["rows"])
+    fp32, int8 = result["rows"]
+    assert fp32["batch1_accuracy"] == fp32["accuracy"] > 0.85  # float32 logits do not depend on the batch
+    deploy = tmp_path / "deploy"
+    assert int8["batch1_accuracy"] == accuracy_report(deploy / "out-int8-b1", deploy / "bins" / "labels.npy")["accuracy"]
     table = capsys.readouterr().out
-    assert "fp32" in table and "int8" in table and "images/s" in table
+    assert "fp32" in table and "int8" in table and "images/s" in table and "b1 acc" in table
 
 
 @pytest.mark.parametrize(
