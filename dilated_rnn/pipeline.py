@@ -17,8 +17,8 @@ def run_pipeline(checkpoint, test: Split, work_dir, precisions=PRECISIONS, batch
                  batch_threads: int = 2, progress: bool = False) -> dict:
     """For each precision: export, batch-1 inference (1 thread), batched inference, accuracy. Returns the table.
 
-    Accuracy is taken from both runs: int8 graphs quantise their activations with one
-    scale per call, so an image's int8 logits depend on the other images in its batch.
+    Accuracy is taken from both runs: int8 graphs compute their activation scales from the
+    data of each call, so an image's int8 logits depend on the other images in its batch.
     """
     work_dir = Path(work_dir)
     model, perm = load_model(checkpoint)
