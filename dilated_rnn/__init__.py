@@ -1,6 +1,16 @@
-"""Dilated recurrent neural networks (Chang et al., NeurIPS 2017) for sequential image classification."""
+"""Dilated recurrent neural networks (Chang et al., NeurIPS 2017) for sequence classification.
 
-from .model import DilatedRNN, DilatedRNNClassifier, ModelConfig
+The model classes import torch, so they load on first use: ``import dilated_rnn``
+alone (and the ``drnn`` CLI's start-up) stays light.
+"""
 
 __all__ = ["DilatedRNN", "DilatedRNNClassifier", "ModelConfig"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .bins import OUTPUT_SUFFIX, load_labels
-from .errors import UserError
+from .errors import ParameterError, UserError
+from .evaluate import classification_report
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
@@ -28,10 +30,13 @@ def _names(indices, limit=3) -> str:
 
 
 def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: int = 10) -> dict:
-    """Match outputs to labels by index; missing or extra outputs are an error, not skipped."""
+    """Match outputs to labels by index and report as ``evaluate.classification_report`` does.
+
+    Missing or extra outputs are an error, not skipped.
+    """
     output_dir = Path(output_dir)
     if dtype not in ("auto", *DTYPES):
-        raise UserError(f"--dtype: expected auto, fp32 or fp16, got {dtype!r}")
+        raise ParameterError("dtype", f"must be auto, fp32 or fp16, got {dtype!r}")
     labels = load_labels(labels_path)
     files = {}
     for path in sorted(output_dir.glob(f"*{OUTPUT_SUFFIX}")):
@@ -55,7 +60,9 @@ def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: i
         if path.stat().st_size != size:
             raise UserError(f"{path}: {path.stat().st_size} bytes is not {num_classes} {dtype} values")
     logits = np.stack([np.fromfile(files[i], dtype=DTYPES[dtype]) for i in range(len(labels))])
-    pred = logits.argmax(axis=1)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise UserError(f"{labels_path}: labels must be class indices 0..{num_classes - 1}")
+    report = classification_report(torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(labels), num_classes)
     info_path = output_dir / "infer.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {
@@ -65,8 +72,7 @@ def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: i
         "precision": info.get("precision", "unknown"),
         "output_dtype": np.dtype(DTYPES[dtype]).name,
         "num_images": len(labels),
-        "correct": int((pred == labels).sum()),
-        "accuracy": float((pred == labels).mean()),
+        **report,
     }
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .errors import ParameterError
 from .model import DilatedRNNClassifier, ModelConfig
 from .optim import TFRMSprop
 
@@ -121,64 +122,43 @@ def bench_inference(model: DilatedRNNClassifier, permutation, backend: str, late
     """Batch-1 latency on one thread and batched throughput on ``threads``, for one backend.
 
     ``backend``: ``pytorch`` (the pruned classifier, fused where available) or
-    ``onnxruntime`` (the fp32 export, parity-checked on the way).
+    ``onnxruntime`` (the fp32 export, parity-checked on the way). Inputs are
+    random images (speed does not depend on pixel values).
     """
-    from .export import DeployModel, export_onnx, session
+    from .data import to_sequences
+    from .export import export_onnx
+    from .infer import OnnxBackend, TorchBackend, latency_stats, run_inference
 
     gen = np.random.default_rng(0)
-    images = gen.integers(0, 256, (max(latency_images, batch_images), 784), dtype=np.uint8)
-    x = (images.astype(np.float32) / 255.0).reshape(-1, 784, 1)
-    if backend == "pytorch":
-        deploy = DeployModel(model.cpu().eval(), permutation)
-
-        def runner(n_threads):
-            torch.set_num_threads(n_threads)
-
-            def run(batch):
-                with torch.inference_mode():
-                    return deploy(torch.from_numpy(batch)).numpy()
-            return run
-    elif backend == "onnxruntime":
-        tmp = tempfile.TemporaryDirectory()
-        path = Path(tmp.name) / "model.onnx"
-        export_onnx(model, permutation, path, torch.from_numpy(images[:64]))
-
-        def runner(n_threads):
-            sess = session(path, n_threads)
-            name = sess.get_inputs()[0].name
-            return lambda batch: sess.run(None, {name: batch})[0]
-    else:
-        raise ValueError(f"unknown backend {backend!r}; expected pytorch or onnxruntime")
-    saved_threads = torch.get_num_threads()
-    try:
-        one = runner(1)
-        for _ in range(20):  # warm-up: compilation, allocator, caches
-            one(x[:1])
-        latencies = []
-        for i in range(latency_images):
-            start = time.perf_counter()
-            one(x[i : i + 1])
-            latencies.append(time.perf_counter() - start)
-        many = runner(threads)
-        many(x[:batch_size])
-        start = time.perf_counter()
-        for s in range(0, batch_images, batch_size):
-            many(x[s : s + batch_size])
-        batched_s = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(saved_threads)
-    ms = sorted(1e3 * t for t in latencies)
+    images = torch.from_numpy(gen.integers(0, 256, (max(latency_images, batch_images), 784), dtype=np.uint8))
+    x = to_sequences(images).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "pytorch":
+            make = lambda n_threads: TorchBackend(model, permutation, n_threads)
+        elif backend == "onnxruntime":
+            path = Path(tmp) / "model.onnx"
+            export_onnx(model, permutation, path, images[:64])
+            make = lambda n_threads: OnnxBackend(path, n_threads)
+        else:
+            raise ParameterError("backend", f"must be pytorch or onnxruntime, got {backend!r}")
+        saved_threads = torch.get_num_threads()
+        try:  # warm-up calls first: compilation, allocator, caches
+            _, one = run_inference(make(1), x[:latency_images], batch_size=1, warmup=20)
+            _, many = run_inference(make(threads), x[:batch_images], batch_size=batch_size, warmup=1)
+        finally:
+            torch.set_num_threads(saved_threads)
+    latency, batched = latency_stats(one, latency_images, 1), latency_stats(many, batch_images, batch_size)
     return {
         "cell": model.config.cell,
         "backend": backend,
         "latency_images": latency_images,
-        "latency_ms_p50": ms[len(ms) // 2],
-        "latency_ms_p99": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+        "latency_ms_p50": latency["latency_ms_p50"],
+        "latency_ms_p99": latency["latency_ms_p99"],
         "batch_images": batch_images,
         "batch_size": batch_size,
         "batch_threads": threads,
-        "batched_s": batched_s,
-        "images_per_s": batch_images / batched_s,
+        "batched_s": batched["seconds"],
+        "images_per_s": batched["images_per_s"],
     }
 
 

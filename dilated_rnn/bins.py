@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import scale_pixels
 from .errors import UserError
 
 OUTPUT_SUFFIX = "_output_0.bin"
@@ -34,7 +35,7 @@ def write_bins(images: torch.Tensor, labels: torch.Tensor, out_dir) -> int:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        pixels = (images.float() / 255.0).numpy().astype(np.float32)
+        pixels = scale_pixels(images).numpy()
         width = max(5, len(str(len(pixels) - 1)))
         for i, row in enumerate(pixels):
             row.tofile(tmp / f"{i:0{width}d}.bin")

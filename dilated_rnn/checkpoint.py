@@ -8,6 +8,9 @@ Keys: format, format_version, model_config, train_config, permutation (int64
 [784] or None), model (state_dict), optimizer (state_dict), step (steps done),
 best (dict: step, val_accuracy), rng (torch RNG state), elapsed_s; and, in a run
 that averages its weights (``--ema``), ema (the average's state_dict).
+
+Version 2 moved dropout, init and forget_bias from train_config to
+model_config; version-1 files are migrated on load (``config.migrate_configs``).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from pathlib import Path
 
 import torch
 
+from .config import ModelConfig, migrate_configs
 from .errors import UserError
 from .files import atomic_path
-from .model import DilatedRNNClassifier, ModelConfig
+from .model import DilatedRNNClassifier
 
 FORMAT = "dilated-rnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED = ("model_config", "model", "permutation")
 
 
@@ -46,14 +51,17 @@ def load_checkpoint(path) -> dict:
         raise UserError(f"{path}: not a readable dilated-rnn checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a dilated-rnn checkpoint (no '{FORMAT}' format tag)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
+    if ckpt.get("format_version") not in READABLE_VERSIONS:
         raise UserError(
             f"{path}: checkpoint format version {ckpt.get('format_version')!r}, "
-            f"this version of dilated-rnn reads version {FORMAT_VERSION}"
+            f"this version of dilated-rnn reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if ckpt["format_version"] == 1:
+        ckpt["model_config"], ckpt["train_config"] = migrate_configs(ckpt["model_config"], ckpt.get("train_config"))
+        ckpt["format_version"] = FORMAT_VERSION
     return ckpt
 
 

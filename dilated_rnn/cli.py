@@ -1,7 +1,10 @@
 """``drnn``: the command line, a thin layer over the library.
 
 Each command parses flags, calls one library function and prints its result.
-Errors in user input end with a one-line message and exit status 2.
+Errors in user input end with a one-line message and exit status 2; a library
+error that names a parameter (``ParameterError``) is reported with the flag that
+set it. Heavy modules (torch, Numba, ONNX) load inside the commands, so
+``drnn --help`` starts fast. Defaults come from the config dataclasses.
 """
 
 from __future__ import annotations
@@ -10,12 +13,30 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
+from .cells import CELL_NAMES
+from .config import (ATC_OPSET, DEFAULT_OPSET, INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, ModelConfig,
+                     TrainConfig)
+from .errors import ParameterError, TrainingDiverged, UserError
+from .presets import DEFAULTS, MODEL_SETTINGS, PRESETS, resolve
 
-from .errors import UserError
-from .presets import PRESETS
+DATA_DIR_HELP = "MNIST IDX files (raw or .gz); fetched there if absent (default: $DRNN_DATA or ~/.cache/dilated-rnn/mnist)"
 
-DEFAULT_DILATIONS = "1,2,4,8,16,32,64,128,256"
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): `drnn train: error: ...`, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to a flag's help once, unless the help states it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _int_list(flag: str):
@@ -28,132 +49,116 @@ def _int_list(flag: str):
     return parse
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="MNIST IDX files (raw or .gz); fetched there if absent "
-                        "(default: $DRNN_DATA or ~/.cache/dilated-rnn/mnist)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+def _csv(values) -> str:
+    return ",".join(map(str, values))
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage block): `drnn train: error: ...`, exit status 2."""
+def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, formatter_class=_Help, allow_abbrev=False)
+    p.set_defaults(func=func)
+    return p
 
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+def _add_data_flags(p, device: bool = True) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    if device:
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
 
 
-def _add_model_source(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="a .pt checkpoint written by drnn train, or pretrained:NAME")
+def _add_model_source(p) -> None:
+    p.add_argument("checkpoint", nargs="?", default=None, help="a .pt checkpoint written by drnn train, or pretrained:NAME")
     p.add_argument("--pretrained", metavar="NAME", default=None, help="a shipped model instead (drnn pretrained)")
 
 
-def _source(args) -> str:
-    """The model argument: a checkpoint path or pretrained:NAME."""
-    from .pretrained import PREFIX
-
-    if (args.checkpoint is None) == (args.pretrained is None):
-        raise UserError("give a checkpoint path or --pretrained NAME (one of them)")
-    return args.checkpoint if args.pretrained is None else PREFIX + args.pretrained
+def _recipe_flag(p, name: str, *flags: str, help: str, **kwargs) -> None:
+    """A setting a preset may fill: parsed as None when not given; its help shows the default without a preset."""
+    p.add_argument(*flags, dest=name, default=None, help=f"{help} (default: {DEFAULTS[name]})", **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="drnn", description="Dilated RNNs for sequential MNIST.", allow_abbrev=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-
-    t = sub.add_parser("train", help="train a classifier on pixel MNIST", formatter_class=fmt, allow_abbrev=False)
-    t.add_argument("--run-dir", type=Path, default=None, help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
+def _add_train(sub) -> None:
+    t = _command(sub, "train", "train a classifier on pixel MNIST", cmd_train)
+    t.add_argument("--run-dir", type=Path, default=None,
+                   help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its last.pt, with its stored config")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a named recipe: cell, task, optimizer, lr, schedule, clipping; flags given explicitly win")
-    t.add_argument("--cell", "-type", type=str.lower, default=None, choices=("rnn", "lstm", "gru"),
-                   help="cell (default: lstm)")
-    t.add_argument("--steps", "-epoch", type=int, default=30000, help="training steps (the reference's -epoch)")
-    t.add_argument("--batch-size", "-batch_size", type=int, default=128, help="batch size")
-    t.add_argument("--lr", "-lr", type=float, default=None, help="learning rate (default: 1e-3)")
-    t.add_argument("--optimizer", choices=("rmsprop", "adam"), default=None,
-                   help="rmsprop is TensorFlow's (decay 0.9, mean square starting at 1) (default: rmsprop)")
-    t.add_argument("--momentum", type=float, default=None, help="RMSProp momentum (default: 0)")
-    t.add_argument("--clip", type=float, default=None, help="max gradient norm, 0: no clipping (default: 0)")
-    t.add_argument("--weight-decay", type=float, default=None,
-                   help="decoupled weight decay on weight matrices (AdamW's rule), 0: none (default: 0)")
-    t.add_argument("--weight-decay-start", type=int, default=None,
-                   help="first step with weight decay; none before it (default: 0)")
-    t.add_argument("--dropout", type=float, default=None,
-                   help="dropout on each layer's outputs on their way up, not along the recurrence; "
-                        "training only, 0: none (default: 0)")
-    t.add_argument("--ema", type=float, default=None,
-                   help="decay of an exponential moving average of the weights, which is then what is "
-                        "validated, kept as best.pt and tested; 0: none (default: 0)")
-    t.add_argument("--label-smoothing", type=float, default=None,
-                   help="spread this much of each training target evenly over the classes; "
-                        "the training loss only, 0: none (default: 0)")
-    t.add_argument("--sam", type=float, default=None,
-                   help="sharpness-aware minimisation: radius of the weight perturbation (twice the compute "
-                        "per step), 0: none (default: 0)")
-    t.add_argument("--sam-start", type=int, default=None,
-                   help="first step with sharpness-aware minimisation; none before it (default: 0)")
-    t.add_argument("--init", choices=("tf", "orthogonal"), default=None,
-                   help="cell initialisation: tf (the paper's code, Glorot-uniform) or orthogonal gate "
-                        "blocks (default: tf)")
-    t.add_argument("--forget-bias", type=float, default=None,
-                   help="initial bias of the LSTM forget gate (default: 1)")
-    t.add_argument("--schedule", choices=("constant", "cosine"), default=None,
-                   help="learning-rate schedule (default: constant)")
-    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 0)")
-    t.add_argument("--permute", action="store_true", default=None,
-                   help="permuted MNIST (fixed pixel permutation from --seed)")
-    t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=(20,),
+                   help="a named recipe (cell, task, optimizer, schedule, regularisers); explicit flags win")
+    _recipe_flag(t, "cell", "--cell", "-type", type=str.lower, choices=CELL_NAMES, help="recurrent cell")
+    _recipe_flag(t, "permute", "--permute", action="store_const", const=True,
+                 help="permuted MNIST (fixed pixel permutation from --seed)")
+    _recipe_flag(t, "optimizer", "--optimizer", choices=OPTIMIZERS,
+                 help="rmsprop is TensorFlow's (decay 0.9, mean square starting at 1)")
+    _recipe_flag(t, "lr", "--lr", "-lr", type=float, help="peak learning rate")
+    _recipe_flag(t, "schedule", "--schedule", choices=SCHEDULES, help="learning-rate schedule")
+    _recipe_flag(t, "warmup", "--warmup", type=int, help="linear warm-up steps")
+    _recipe_flag(t, "momentum", "--momentum", type=float, help="RMSProp momentum")
+    _recipe_flag(t, "clip", "--clip", type=float, help="max gradient norm, 0: no clipping")
+    _recipe_flag(t, "weight_decay", "--weight-decay", type=float,
+                 help="decoupled weight decay on weight matrices (AdamW's rule), 0: none")
+    _recipe_flag(t, "weight_decay_start", "--weight-decay-start", type=int, help="first step with weight decay")
+    _recipe_flag(t, "dropout", "--dropout", type=float,
+                 help="dropout on each layer's outputs on their way up, not along the recurrence; training only")
+    _recipe_flag(t, "ema", "--ema", type=float, help="decay of a moving average of the weights, which is then "
+                                                     "what is validated, kept as best.pt and tested; 0: none")
+    _recipe_flag(t, "label_smoothing", "--label-smoothing", type=float,
+                 help="spread this much of each training target evenly over the classes; 0: none")
+    _recipe_flag(t, "sam", "--sam", type=float,
+                 help="sharpness-aware minimisation: radius of the weight perturbation (twice the compute per step)")
+    _recipe_flag(t, "sam_start", "--sam-start", type=int, help="first step with sharpness-aware minimisation")
+    _recipe_flag(t, "init", "--init", choices=INITS,
+                 help="cell initialisation: tf (the paper's code, Glorot-uniform) or orthogonal gate blocks")
+    _recipe_flag(t, "forget_bias", "--forget-bias", type=float, help="initial bias of the LSTM forget gate")
+    m, c = ModelConfig, TrainConfig
+    t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=str(m.hidden_sizes[0]),
                    help="units per layer, comma-separated; one value is used for every layer")
-    t.add_argument("--dilations", type=_int_list("--dilations"), default=DEFAULT_DILATIONS,
+    t.add_argument("--dilations", type=_int_list("--dilations"), default=_csv(m.dilations),
                    help="dilation per layer, comma-separated")
-    t.add_argument("--seed", type=int, default=92916, help="seed of initialisation, batch order and permutation")
-    t.add_argument("--eval-every", type=int, default=1000, help="validate every N steps")
-    t.add_argument("--log-every", type=int, default=100, help="log the training loss every N steps")
-    t.add_argument("--eval-batch-size", type=int, default=1000, help="batch size of evaluation")
-    t.add_argument("--train-limit", type=int, default=None, help="use only the first N training images (smoke runs)")
-    t.add_argument("--val-limit", type=int, default=None, help="use only the first N validation images")
-    t.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    t.add_argument("--steps", "-epoch", type=int, default=c.steps, help="training steps (the reference's -epoch)")
+    t.add_argument("--batch-size", "-batch_size", type=int, default=c.batch_size, help="batch size")
+    t.add_argument("--seed", type=int, default=c.seed, help="seed of initialisation, batch order and permutation")
+    t.add_argument("--eval-every", type=int, default=c.eval_every, help="validate every N steps")
+    t.add_argument("--log-every", type=int, default=c.log_every, help="log the training loss every N steps")
+    t.add_argument("--eval-batch-size", type=int, default=c.eval_batch_size, help="batch size of evaluation")
+    for split in ("train", "val", "test"):
+        t.add_argument(f"--{split}-limit", type=int, default=None,
+                       help=f"use only the first N {split} images, for smoke runs (default: all)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_flags(t)
-    t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint", formatter_class=fmt, allow_abbrev=False)
+
+def _add_evaluate(sub) -> None:
+    e = _command(sub, "evaluate", "evaluate a checkpoint", cmd_evaluate)
     _add_model_source(e)
     e.add_argument("--split", choices=("test", "val"), default="test", help="which split")
     e.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
-    e.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
+    e.add_argument("--limit", type=int, default=None, help="use only the first N images of the split (default: all)")
     e.add_argument("-o", "--output", type=Path, default=None,
                    help="JSON report path (default: <checkpoint dir>/eval-<split>.json, "
                         "or ./eval-<name>-<split>.json for --pretrained)")
     _add_data_flags(e)
-    e.set_defaults(func=cmd_evaluate)
 
-    x = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch",
-                       formatter_class=fmt, allow_abbrev=False)
+
+def _add_export(sub) -> None:
+    x = _command(sub, "export", "export a checkpoint to ONNX, checked against PyTorch", cmd_export)
     _add_model_source(x)
     x.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
-    x.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="weights and compute")
-    x.add_argument("--opset", type=int, default=17, help="ONNX opset; 11 for the Ascend ATC tool")
+    x.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights and compute")
+    x.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset; {ATC_OPSET} for the Ascend ATC tool")
     x.add_argument("--input-name", default="Placeholder", help="input tensor name")
     x.add_argument("--output-name", default="the_outputs", help="output tensor name")
     x.add_argument("--check-images", type=int, default=512, help="test images used for the parity check")
     _add_data_flags(x)
-    x.set_defaults(func=cmd_export)
 
-    b = sub.add_parser("make-bins", help="write a split as one .bin per image plus labels.npy",
-                       formatter_class=fmt, allow_abbrev=False)
+
+def _add_deploy_files(sub) -> None:
+    b = _command(sub, "make-bins", "write a split as one .bin per image plus labels.npy", cmd_make_bins)
     b.add_argument("-o", "--output", type=Path, required=True, help="new folder to create")
     b.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
-    b.add_argument("--limit", type=int, default=None, help="only the first N images")
-    _add_data_flags(b)
-    b.set_defaults(func=cmd_make_bins)
+    b.add_argument("--limit", type=int, default=None, help="only the first N images (default: all)")
+    _add_data_flags(b, device=False)
 
-    i = sub.add_parser("infer", help="run a model over a folder of .bin inputs", formatter_class=fmt,
-                       allow_abbrev=False)
+    i = _command(sub, "infer", "run a model over a folder of .bin inputs", cmd_infer)
     i.add_argument("model", help=".onnx file (ONNX Runtime), or a .pt checkpoint or pretrained:NAME (PyTorch)")
     i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (784 float32 each)")
     i.add_argument("-o", "--output", type=Path, required=True, help="folder for NNNNN_output_0.bin files")
@@ -161,49 +166,41 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--threads", type=int, default=1, help="intra-op threads")
     i.add_argument("--output-dtype", choices=("fp32", "fp16"), default="fp32", help="dtype of the logits files")
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
-    i.set_defaults(func=cmd_infer)
 
-    a = sub.add_parser("accuracy", help="accuracy of a folder of outputs against labels.npy",
-                       formatter_class=fmt, allow_abbrev=False)
+    a = _command(sub, "accuracy", "accuracy of a folder of outputs against labels.npy", cmd_accuracy)
     a.add_argument("output_dir", type=Path, help="folder of NNNNN_output_0.bin files")
     a.add_argument("labels", type=Path, help="labels.npy: class indices or one-hot rows")
     a.add_argument("--dtype", choices=("auto", "fp32", "fp16"), default="auto", help="dtype of the outputs")
     a.add_argument("--num-classes", type=int, default=10, help="logits per output file")
     a.add_argument("-o", "--report", type=Path, default=None, help="JSON path (default: OUTPUT_DIR/accuracy.json)")
-    a.set_defaults(func=cmd_accuracy)
 
-    q = sub.add_parser("pipeline", help="export fp32/fp16/int8, make bins, infer, report accuracy and speed",
-                       formatter_class=fmt, allow_abbrev=False)
+    q = _command(sub, "pipeline", "export fp32/fp16/int8, make bins, infer, report accuracy and speed", cmd_pipeline)
     _add_model_source(q)
     q.add_argument("-o", "--work-dir", type=Path, default=Path("deploy"), help="folder for models, bins, outputs")
-    q.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    q.add_argument("--limit", type=int, default=None, help="only the first N test images (default: all)")
     q.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput run")
     q.add_argument("--batch-threads", type=int, default=2, help="threads of the throughput run")
     q.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
-    q.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (see drnn train --help)")
-    q.set_defaults(func=cmd_pipeline)
+    _add_data_flags(q, device=False)
 
-    r = sub.add_parser("mrl", help="mean recurrent length of a dilation schedule (the paper's memory measure)",
-                       formatter_class=fmt, allow_abbrev=False)
-    r.add_argument("--dilations", type=_int_list("--dilations"), default=DEFAULT_DILATIONS, help="per layer")
+
+def _add_tools(sub) -> None:
+    m = ModelConfig
+    r = _command(sub, "mrl", "mean recurrent length of a dilation schedule (the paper's memory measure)", cmd_mrl)
+    r.add_argument("--dilations", type=_int_list("--dilations"), default=_csv(m.dilations), help="per layer")
     r.add_argument("-m", "--cycle-length", type=int, default=None, help="cycle length (default: largest dilation)")
     r.add_argument("--plot", type=Path, default=None, help="write a PNG of the curves against cycle length here")
     r.add_argument("--max-cycle", type=int, default=1024, help="largest cycle length on the plot")
-    r.set_defaults(func=cmd_mrl)
 
-    w = sub.add_parser("report", help="PNGs and a Markdown summary of a training run", formatter_class=fmt,
-                       allow_abbrev=False)
+    w = _command(sub, "report", "PNGs and a Markdown summary of a training run", cmd_report)
     w.add_argument("run_dir", type=Path, help="a run directory written by drnn train")
-    w.set_defaults(func=cmd_report)
 
-    pl = sub.add_parser("pretrained", help="list the models shipped with the package", allow_abbrev=False)
-    pl.set_defaults(func=cmd_pretrained)
+    _command(sub, "pretrained", "list the models shipped with the package", cmd_pretrained)
 
-    k = sub.add_parser("bench", help="speed: training step (fast vs. full) and inference latency/throughput",
-                       formatter_class=fmt, allow_abbrev=False)
+    k = _command(sub, "bench", "speed: training step (fast vs. full) and inference latency/throughput", cmd_bench)
     k.add_argument("--what", default="train,infer", help="comma-separated: train, infer")
-    k.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated cells")
+    k.add_argument("--cells", default=_csv(("lstm", "gru", "rnn")), help="comma-separated cells")
     k.add_argument("--threads", type=int, default=2, help="threads of training steps and batched inference")
     k.add_argument("--steps", type=int, default=5, help="timed training steps per variant (median reported)")
     k.add_argument("--warmup", type=int, default=2, help="untimed training steps per variant first")
@@ -214,30 +211,49 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
     k.add_argument("--infer-batch-size", type=int, default=1000, help="batch size of the throughput run")
     k.add_argument("-o", "--out", type=Path, default=None, help="write the results as JSON here")
-    k.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="drnn", description="Dilated RNNs for sequential MNIST.", allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_evaluate, _add_export, _add_deploy_files, _add_tools):
+        add(sub)
     return parser
 
 
-def _model_and_train_config(args):
-    from .model import ModelConfig
-    from .presets import DEFAULTS, resolve
-    from .train import TrainConfig
+def _positive(flag: str, value):
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be positive, got {value}")
+    return value
 
+
+def _choices(flag: str, text: str, allowed) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if not items or bad:
+        raise UserError(f"{flag}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+    return items
+
+
+def _source(args):
+    """The model argument: a checkpoint path or --pretrained NAME (one of them)."""
+    from .sources import parse_source, pretrained_source
+
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise UserError("give a checkpoint path or --pretrained NAME (one of them)")
+    return parse_source(args.checkpoint) if args.pretrained is None else pretrained_source(args.pretrained)
+
+
+def _configs(args) -> tuple[ModelConfig, TrainConfig]:
+    """The run's configs: the flags given, over the preset, over the configs' defaults."""
     recipe = resolve(args.preset, {k: getattr(args, k) for k in DEFAULTS})
     hidden = args.hidden_sizes * len(args.dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
-    try:
-        model_config = ModelConfig(hidden_sizes=hidden, dilations=args.dilations, cell=recipe.pop("cell"))
-    except ValueError as e:
-        raise UserError(f"--hidden-sizes/--dilations/--cell: {e}") from None
-    try:
-        cfg = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
-            log_every=args.log_every, eval_batch_size=args.eval_batch_size, train_limit=args.train_limit,
-            val_limit=args.val_limit, test_limit=args.test_limit, **recipe,
-        )
-    except ValueError as e:
-        raise UserError(f"training flags: {e}") from None
-    return model_config, cfg
+    model = ModelConfig(hidden_sizes=hidden, dilations=args.dilations,
+                        **{k: recipe.pop(k) for k in MODEL_SETTINGS})
+    limits = {f"{s}_limit": getattr(args, f"{s}_limit") for s in ("train", "val", "test")}
+    train = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
+                        log_every=args.log_every, eval_batch_size=args.eval_batch_size, **limits, **recipe)
+    return model, train
 
 
 def cmd_train(args) -> int:
@@ -249,7 +265,7 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         run_dir, model_config, cfg = args.resume, None, None
     else:
-        model_config, cfg = _model_and_train_config(args)
+        model_config, cfg = _configs(args)
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
     splits = load_mnist(args.data_dir)
     try:
@@ -274,14 +290,14 @@ def cmd_evaluate(args) -> int:
     from .distributed import resolve_device
     from .evaluate import evaluate, format_report
     from .files import write_json
-    from .pretrained import load_model
+    from .sources import load_model
 
     source = _source(args)
     model, perm = load_model(source)
     split = load_mnist(args.data_dir)[args.split].subset(_positive("--limit", args.limit))
     dev = resolve_device(args.device)
     report = evaluate(model.to(dev), split, perm, args.batch_size, dev)
-    report = {"checkpoint": source, "split": args.split, "model_config": model.config.to_dict(),
+    report = {"checkpoint": str(source), "split": args.split, "model_config": model.config.to_dict(),
               "permuted": perm is not None, **report}
     default = (Path(f"eval-{args.pretrained}-{args.split}.json") if args.pretrained
                else Path(args.checkpoint).parent / f"eval-{args.split}.json")
@@ -292,16 +308,10 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _positive(flag: str, value):
-    if value is not None and value < 1:
-        raise UserError(f"{flag} must be positive, got {value}")
-    return value
-
-
 def cmd_export(args) -> int:
     from .data import load_mnist
     from .export import export_onnx
-    from .pretrained import load_model
+    from .sources import load_model
 
     model, perm = load_model(_source(args))
     images = load_mnist(args.data_dir)["test"].images[: _positive("--check-images", args.check_images)]
@@ -354,22 +364,22 @@ def cmd_pipeline(args) -> int:
     from .pipeline import format_table, run_pipeline
 
     test = load_mnist(args.data_dir)["test"].subset(_positive("--limit", args.limit))
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    result = run_pipeline(_source(args), test, args.work_dir, precisions, args.batch_size, args.batch_threads,
-                          progress=not args.no_progress)
+    result = run_pipeline(_source(args), test, args.work_dir, _choices("--precisions", args.precisions, PRECISIONS),
+                          args.batch_size, args.batch_threads, progress=not args.no_progress)
     print(format_table(result))
     print(f"wrote {args.work_dir / 'pipeline.json'}")
     return 0
 
 
 def cmd_pretrained(args) -> int:
-    from .pretrained import PREFIX, available
+    from .pretrained import available
+    from .sources import pretrained_source
 
     print(f"{'name':14} {'cell':5} {'task':10} {'test acc':>8}  use as")
     for card in available():
         task = "permuted" if card["permutation"] is not None else "unpermuted"
         print(f"{card['name']:14} {card['model_config']['cell']:5} {task:10} {100 * card['test_accuracy']:7.2f}%  "
-              f"{PREFIX}{card['name']}")
+              f"{pretrained_source(card['name'])}")
     return 0
 
 
@@ -381,7 +391,7 @@ def cmd_mrl(args) -> int:
     m = _positive("--cycle-length", args.cycle_length) or max(args.dilations)
     skip = max(args.dilations)
     print(f"cycle length m = {m}")
-    print(f"  DilatedRNN {','.join(map(str, args.dilations))}: {mean_recurrent_length(args.dilations, m):.4f}")
+    print(f"  DilatedRNN {_csv(args.dilations)}: {mean_recurrent_length(args.dilations, m):.4f}")
     print(f"  plain RNN: {mean_recurrent_length([1], m):.4f}")
     print(f"  skip RNN (skip {skip}): {skip_rnn_mean_recurrent_length(skip, m):.4f}")
     if args.plot:
@@ -390,28 +400,19 @@ def cmd_mrl(args) -> int:
     return 0
 
 
-def _choices(flag: str, text: str, allowed) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in allowed]
-    if not items or bad:
-        raise UserError(f"{flag}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
-    return items
-
-
 def cmd_bench(args) -> int:
     from .bench import bench_inference, bench_train_step, environment
     from .distributed import resolve_device
     from .files import write_json
-    from .pretrained import PREFIX, load_model
+    from .sources import load_model, pretrained_source
 
     what = _choices("--what", args.what, ("train", "infer"))
-    cells = _choices("--cells", args.cells, ("rnn", "lstm", "gru"))
+    cells = _choices("--cells", args.cells, CELL_NAMES)
     backends = _choices("--backends", args.backends, ("pytorch", "onnxruntime"))
     for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     device = str(resolve_device(args.device))
     results = {"environment": environment(device), "train": [], "infer": []}
-    mb = lambda b: f"{b / 2**20:.1f}" if b is not None else "-"
     if "train" in what:
         print(f"training step, batch {args.batch_size}, {args.threads} threads, median of {args.steps} "
               f"(seconds; ratio to full; peak MB)")
@@ -420,16 +421,13 @@ def cmd_bench(args) -> int:
         for cell in cells:
             r = bench_train_step(cell, args.batch_size, args.steps, args.warmup, device)
             results["train"].append(r)
-            get = lambda key, fmt: format(r[key], fmt) if key in r else "-"
-            print(f"{cell:5} {get('fused_s', '8.4f'):>8} {r['pruned_s']:8.4f} {r['full_s']:8.4f} "
-                  f"{get('fused_ratio', '10.3f'):>10} {r['pruned_ratio']:11.3f} "
-                  f"{mb(r.get('fused_peak_bytes')):>9} {mb(r['full_peak_bytes']):>8}", flush=True)
+            print(_train_row(r), flush=True)
     if "infer" in what:
         print(f"inference, shipped unpermuted models: batch 1 on 1 thread ({args.latency_images} images); "
               f"{args.batch_images} images in batches of {args.infer_batch_size} on {args.threads} threads")
         print(f"{'cell':5} {'backend':12} {'p50 ms':>7} {'p99 ms':>7} {'batched s':>9} {'images/s':>9}")
         for cell in cells:
-            model, permutation = load_model(f"{PREFIX}{cell}-mnist")
+            model, permutation = load_model(pretrained_source(f"{cell}-mnist"))
             for backend in backends:
                 r = bench_inference(model, permutation, backend, args.latency_images, args.batch_images,
                                     args.infer_batch_size, args.threads)
@@ -442,6 +440,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _train_row(r: dict) -> str:
+    get = lambda key, fmt: format(r[key], fmt) if key in r else "-"
+    mb = lambda key: f"{r[key] / 2**20:.1f}" if r.get(key) is not None else "-"
+    return (f"{r['cell']:5} {get('fused_s', '8.4f'):>8} {r['pruned_s']:8.4f} {r['full_s']:8.4f} "
+            f"{get('fused_ratio', '10.3f'):>10} {r['pruned_ratio']:11.3f} {mb('fused_peak_bytes'):>9} "
+            f"{mb('full_peak_bytes'):>8}")
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -450,18 +456,33 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _flag(parser: argparse.ArgumentParser, command: str, parameter: str) -> str:
+    """The long flag of ``command`` whose value is ``parameter``; the parameter's own name if none is."""
+    for action in parser._subparsers._group_actions[0].choices[command]._actions:
+        if action.dest == parameter and action.option_strings:
+            return next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
+    return parameter
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             parser.error(f"--threads must be positive, got {args.threads}")
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
+    except ParameterError as e:
+        print(f"drnn {args.command}: error: {_flag(parser, args.command, e.parameter)} {e.problem}", file=sys.stderr)
     except UserError as e:
         print(f"drnn {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except TrainingDiverged as e:
+        print(f"drnn {args.command}: {e}", file=sys.stderr)
+        return 1
+    return 2
 
 
 if __name__ == "__main__":

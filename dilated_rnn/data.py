@@ -157,11 +157,19 @@ def pixel_permutation(seed: int = PERMUTATION_SEED, length: int = SEQ_LEN) -> to
     return torch.from_numpy(np.random.RandomState(seed).permutation(length).astype(np.int64))
 
 
+def scale_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1]: the one scaling of MNIST, in training, export and deployment files."""
+    return images.float() / 255.0
+
+
+def permute_steps(x: torch.Tensor, permutation: torch.Tensor | None) -> torch.Tensor:
+    """Reorder the steps (dimension 1) of [N, T, ...]: step t reads step ``permutation[t]``; None keeps the order."""
+    return x if permutation is None else x.index_select(1, permutation)
+
+
 def to_sequences(images: torch.Tensor, permutation: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 images [N, 784] -> float32 pixel sequences [N, 784, 1] in [0, 1]."""
-    if permutation is not None:
-        images = images[:, permutation]  # step t reads pixel permutation[t]
-    return (images.float() / 255.0).unsqueeze(-1)
+    """uint8 images [N, 784] -> float32 pixel sequences [N, 784, 1] in [0, 1], permuted if asked."""
+    return scale_pixels(permute_steps(images, permutation)).unsqueeze(-1)
 
 
 def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     per_class = (confusion.diagonal() / support.clamp(min=1)).tolist()
     return {
         "num_examples": len(labels),
+        "correct": int(confusion.diagonal().sum()),
         "accuracy": (pred == labels).float().mean().item(),
         "loss": nn.functional.cross_entropy(logits, labels).item(),
         "per_class_accuracy": per_class,

@@ -26,16 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from .errors import UserError
+from .config import DEFAULT_OPSET, PRECISIONS
+from .data import to_sequences
+from .errors import ParameterError, UserError
 from .files import atomic_path
+from .infer import DeployModel, session
 from .model import DilatedRNNClassifier
 
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_CELLS = ("lstm",)  # ONNX Runtime's dynamic quantisation has an LSTM kernel, none for GRU or RNN
-DEFAULT_OPSET = 17
-ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
 # fp32 parity: max |ORT - PyTorch| <= max(1e-4, 3 * max |PyTorch float32 - PyTorch float64|).
 # The second term admits what float32 rounding alone explains on badly conditioned models: for the
 # trained vanilla RNN (784 tanh steps, logits up to 16.7) PyTorch float32 is 8.8e-5 from float64 and
@@ -44,20 +43,6 @@ FP32_TOLERANCE = 1e-4
 # fp16 and int8 are lossy: they must agree with PyTorch's argmax on at least this share of the check
 # images (a broken export agrees on about 10%; dynamic int8 of a trained LSTM measured 98.7-99.9%).
 MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.95}
-
-
-class DeployModel(nn.Module):
-    """Natural-order pixels [N, T, F] -> logits [N, K]: the permutation, then the pruned classifier."""
-
-    def __init__(self, model: DilatedRNNClassifier, permutation: torch.Tensor | None):
-        super().__init__()
-        self.model = model
-        self.register_buffer("permutation", None if permutation is None else permutation.long())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.permutation is not None:
-            x = x.index_select(1, self.permutation)  # step t reads pixel permutation[t]
-        return self.model(x)
 
 
 def _export_fp32(deploy: DeployModel, path: Path, opset: int, input_name: str, output_name: str, seq_len: int):
@@ -91,8 +76,8 @@ def _to_fp16(src: Path, dst: Path) -> None:
 
 def _to_int8(src: Path, dst: Path, cell: str) -> None:
     if cell not in INT8_CELLS:
-        raise UserError(
-            f"--precision int8: ONNX Runtime's dynamic quantisation covers LSTM, not {cell.upper()}; "
+        raise ParameterError(
+            "precision", f"int8: ONNX Runtime's dynamic quantisation covers LSTM, not {cell.upper()}; "
             "use fp32 or fp16 for this model"
         )
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -113,22 +98,11 @@ def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, permu
     onnx.save(graph, str(path))
 
 
-def session(path, threads: int = 1):
-    """An ONNX Runtime CPU session with an explicit thread count."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def check_parity(onnx_path: Path, deploy: DeployModel, images: torch.Tensor, precision: str, batch: int) -> dict:
     """ONNX Runtime vs PyTorch on real images at batch 1 and ``batch``: max |diff| and argmax agreement."""
     sess = session(onnx_path, threads=1)
     input_name = sess.get_inputs()[0].name
-    x = (images.float() / 255.0).unsqueeze(-1)  # natural-order pixels [N, 784, 1]
+    x = to_sequences(images)  # natural-order pixels [N, 784, 1]
     with torch.no_grad():
         expected = deploy(x).numpy()
         exact = copy.deepcopy(deploy).double()(x.double()).numpy()
@@ -173,7 +147,7 @@ def export_onnx(
     import onnx
 
     if precision not in PRECISIONS:
-        raise UserError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     deploy = DeployModel(model.cpu().eval(), permutation)
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:

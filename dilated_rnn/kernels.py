@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cells import CELL_NAMES
+
 try:  # an optional accelerator: without Numba every layer runs PyTorch's module
     import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where Numba is missing
     numba = None
 
-CELLS = ("rnn", "lstm", "gru")
 # Approximate-math flags that keep NaN and inf propagating (no "nnan"/"ninf"),
 # so a diverging run still shows a NaN loss.
 _FLAGS = {"contract", "afn", "arcp", "reassoc"}
@@ -51,7 +52,7 @@ def enabled() -> bool:
 def supports(x: torch.Tensor, cell: str) -> bool:
     # Tracing (ONNX export) must see PyTorch's RNN modules, which map to native ONNX ops.
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    return enabled() and not tracing and cell in CELLS and x.device.type == "cpu" and x.dtype == torch.float32
+    return enabled() and not tracing and cell in CELL_NAMES and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str) -> torch.Tensor:
@@ -390,4 +391,4 @@ if numba is not None:
     _BACKWARD = {"rnn": _rnn_backward, "lstm": _lstm_backward, "gru": _gru_backward}
 
 _AUX = {"rnn": 0, "lstm": 6, "gru": 4}
-_CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}
+_CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # what _stack_forward branches on

@@ -37,16 +37,17 @@ Two ways to run the stack, with identical results:
   recurrence there runs as one compiled loop (``kernels.py``) rather than
   PyTorch's per-step modules; ``fused = False`` turns that off.
 
-Dropout (``dropout`` > 0, training mode only) is a training regulariser, not
-part of the architecture: each layer's outputs are dropped on their way up,
+Dropout (``dropout`` > 0, training mode only) is part of the config but acts
+only in training: each layer's outputs are dropped on their way up,
 into the next layer or the classifier's head, never along the recurrent
 connections (Zaremba et al., arXiv:1409.2329). Both ways above apply one mask
 entry per (row, step, unit) output, so they draw from the same distribution; the
 pruned way draws only the entries it reads. In evaluation mode it does nothing.
 
 Initialisation follows the TensorFlow recipe of the paper's code by default (see
-``init_cell_`` and ``DilatedRNNClassifier.reset_parameters``); ``init_cell_``
-also offers orthogonal blocks and another LSTM forget-gate bias. Cells use
+``init_cell_`` and ``DilatedRNNClassifier.reset_parameters``); the config's
+``init`` and ``forget_bias`` choose orthogonal blocks and another LSTM
+forget-gate bias. Cells use
 PyTorch's gate order and GRU formulation (the candidate applies the reset gate
 after the recurrent matrix product, as cuDNN does).
 """
@@ -54,59 +55,17 @@ after the recurrent matrix product, as cuDNN does).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from . import kernels
+from .cells import CELLS
+from .config import INITS, ModelConfig, validate_stack
+from .errors import ParameterError
 from .pruning import plan_outputs
 
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of a ``DilatedRNNClassifier``; validated on construction."""
-
-    input_size: int = 1
-    hidden_sizes: tuple[int, ...] = (20,) * 9
-    dilations: tuple[int, ...] = tuple(2**i for i in range(9))
-    cell: str = "lstm"
-    num_classes: int = 10
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
-        object.__setattr__(self, "cell", str(self.cell).lower())
-        validate_stack(self.input_size, self.hidden_sizes, self.dilations, self.cell)
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def validate_stack(input_size: int, hidden_sizes, dilations, cell: str) -> None:
-    if cell not in CELLS:
-        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
-    if input_size < 1:
-        raise ValueError(f"input_size must be positive, got {input_size}")
-    if len(hidden_sizes) == 0:
-        raise ValueError("at least one layer is needed (hidden_sizes is empty)")
-    if len(hidden_sizes) != len(dilations):
-        raise ValueError(
-            f"one dilation per layer expected: {len(hidden_sizes)} hidden sizes "
-            f"but {len(dilations)} dilations"
-        )
-    if any(h < 1 for h in hidden_sizes):
-        raise ValueError(f"hidden sizes must be positive, got {list(hidden_sizes)}")
-    if any(d < 1 for d in dilations):
-        raise ValueError(f"dilations must be positive, got {list(dilations)}")
-
-
-INITS = ("tf", "orthogonal")
+__all__ = ["DilatedRNN", "DilatedRNNClassifier", "ModelConfig", "init_cell_"]
 
 
 def init_cell_(rnn: nn.RNNBase, cell: str, init: str = "tf", forget_bias: float = 1.0) -> None:
@@ -130,20 +89,20 @@ def init_cell_(rnn: nn.RNNBase, cell: str, init: str = "tf", forget_bias: float 
     ``forget_bias`` (LSTM only) replaces the forget gate's bias 1.
     """
     if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
+        raise ParameterError("init", f"must be one of {', '.join(INITS)}, got {init!r}")
     if forget_bias != 1.0 and cell != "lstm":
-        raise ValueError(f"forget_bias applies to LSTM cells only, not {cell}")
+        raise ParameterError("forget_bias", f"applies to LSTM cells only, not {cell}")
     F, H = rnn.input_size, rnn.hidden_size
     with torch.no_grad():
         if init == "orthogonal":
             for w in (rnn.weight_ih_l0, rnn.weight_hh_l0):
-                for g in range(GATES[cell]):
+                for g in range(CELLS[cell].gates):
                     nn.init.orthogonal_(w[g * H : (g + 1) * H])
         else:
             if cell == "gru":
                 blocks = [(0, 2 * H, math.sqrt(6 / (F + 3 * H))), (2 * H, 3 * H, math.sqrt(6 / (F + 2 * H)))]
             else:
-                G = GATES[cell]
+                G = CELLS[cell].gates
                 blocks = [(0, G * H, math.sqrt(6 / (F + H + G * H)))]
             for w in (rnn.weight_ih_l0, rnn.weight_hh_l0):
                 for lo, hi, bound in blocks:
@@ -157,9 +116,14 @@ def init_cell_(rnn: nn.RNNBase, cell: str, init: str = "tf", forget_bias: float 
 
 
 class DilatedRNN(nn.Module):
-    """A stack of dilated recurrent layers. Input [B, T, F], batch first."""
+    """A stack of dilated recurrent layers. Input [B, T, F], batch first.
 
-    def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm"):
+    ``dropout``, ``init`` and ``forget_bias`` are as in ``ModelConfig``; the cells
+    are drawn with that initialisation on construction.
+    """
+
+    def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm", dropout: float = 0.0,
+                 init: str = "tf", forget_bias: float = 1.0):
         super().__init__()
         cell = cell.lower()
         hidden_sizes, dilations = tuple(hidden_sizes), tuple(dilations)
@@ -167,19 +131,21 @@ class DilatedRNN(nn.Module):
         self.cell = cell
         self.dilations = dilations
         self.hidden_sizes = hidden_sizes
+        self.dropout = dropout  # on each layer's outputs, in training mode (module doc)
         sizes = (input_size,) + hidden_sizes
+        module = getattr(nn, CELLS[cell].module)
         # Parameters depend on sizes and cell only, never on the dilations.
         self.layers = nn.ModuleList(
-            CELLS[cell](sizes[i], sizes[i + 1], batch_first=True) for i in range(len(hidden_sizes))
+            module(sizes[i], sizes[i + 1], batch_first=True) for i in range(len(hidden_sizes))
         )
         self._index_cache: dict = {}
         # outputs_at runs each layer's recurrence as one compiled loop where it can
         # (kernels.py, float32 on the CPU); False keeps PyTorch's modules everywhere.
         self.fused = True
-        self.dropout = 0.0  # on each layer's outputs, in training mode (module doc); a training setting
-        self.reset_parameters()
+        self.reset_parameters(init, forget_bias)
 
     def reset_parameters(self, init: str = "tf", forget_bias: float = 1.0) -> None:
+        """Draw every cell afresh (``init_cell_``)."""
         for layer in self.layers:
             init_cell_(layer, self.cell, init, forget_bias)
 
@@ -256,25 +222,36 @@ class DilatedRNNClassifier(nn.Module):
     so the readout concatenates the last d0 top-layer outputs (the paper's
     generalised DilatedRNN): the linear head sees d0 * H_top features, in time
     order. Forward computes only the chains that readout needs.
+
+    Built from a ``ModelConfig`` (``from_config``) or the same fields as arguments.
     """
 
-    def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm", num_classes: int = 10):
+    def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm", num_classes: int = 10,
+                 dropout: float = 0.0, init: str = "tf", forget_bias: float = 1.0):
         super().__init__()
-        self.config = ModelConfig(input_size, tuple(hidden_sizes), tuple(dilations), cell, num_classes)
-        self.rnn = DilatedRNN(input_size, hidden_sizes, dilations, cell)
-        self.readout_steps = self.config.dilations[0]
-        self.head = nn.Linear(self.readout_steps * self.config.hidden_sizes[-1], num_classes)
+        self.config = ModelConfig(input_size, tuple(hidden_sizes), tuple(dilations), cell, num_classes,
+                                  dropout, init, forget_bias)
+        c = self.config
+        seeded = torch.get_rng_state()
+        self.rnn = DilatedRNN(input_size, c.hidden_sizes, c.dilations, c.cell, c.dropout)
+        self.readout_steps = c.dilations[0]
+        self.head = nn.Linear(self.readout_steps * c.hidden_sizes[-1], num_classes)
         self.reset_parameters()
+        if (c.init, c.forget_bias) != ("tf", 1.0):
+            # Drawn as a default model first, then the cells again from the generator state the
+            # constructor started from: the head is the one a default model draws after the same seed.
+            torch.set_rng_state(seeded)
+            self.rnn.reset_parameters(c.init, c.forget_bias)
 
     @classmethod
     def from_config(cls, config: ModelConfig | dict) -> "DilatedRNNClassifier":
         if isinstance(config, dict):
             config = ModelConfig(**config)
-        return cls(config.input_size, config.hidden_sizes, config.dilations, config.cell, config.num_classes)
+        return cls(**{k: getattr(config, k) for k in config.__dataclass_fields__})
 
     def reset_parameters(self) -> None:
+        """TensorFlow's recipe of the paper's code: cells as ``init_cell_``, head standard-normal."""
         self.rnn.reset_parameters()
-        # The paper's code draws the output layer from a standard normal.
         nn.init.normal_(self.head.weight)
         nn.init.normal_(self.head.bias)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 
-OPTIMIZERS = ("rmsprop", "adam")
-SCHEDULES = ("constant", "cosine")
+from .config import OPTIMIZERS, SCHEDULES
+from .errors import ParameterError
 
 
 class TFRMSprop(torch.optim.Optimizer):
@@ -81,7 +82,7 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
         return TFRMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=True)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+    raise ParameterError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
@@ -100,7 +101,7 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup: int = 0) -> fl
     if schedule == "cosine":
         progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    raise ParameterError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
 @torch.no_grad()
@@ -114,3 +115,25 @@ def update_average(average: nn.Module, model: nn.Module, decay: float, updates: 
     rate = min(decay, (1 + updates) / (10 + updates))
     for a, p in zip(average.parameters(), model.parameters(), strict=True):
         a.lerp_(p, 1 - rate)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (``update_average``), kept as a model of its own.
+
+    ``module`` starts as a copy of the model and is what a run validates, keeps
+    as ``best.pt`` and tests; ``state_dict``/``load_state_dict`` carry it in
+    ``last.pt`` so that a resumed run continues the same average.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+
+    def update(self, model: nn.Module, updates: int) -> None:
+        update_average(self.module, model, self.decay, updates)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state, strict=True)

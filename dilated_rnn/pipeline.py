@@ -10,7 +10,7 @@ from .data import Split
 from .export import INT8_CELLS, PRECISIONS, export_onnx
 from .files import write_json
 from .infer import infer_folder
-from .pretrained import load_model
+from .sources import load_model
 
 
 def run_pipeline(checkpoint, test: Split, work_dir, precisions=PRECISIONS, batch_size: int = 256,

@@ -3,7 +3,7 @@
 A card holds the model config, the pixel permutation (or null), the training
 config and the measured test accuracy. Nothing is unpickled: weights load with
 safetensors, cards with json. Anywhere a checkpoint path is accepted,
-``pretrained:NAME`` names one of these (``drnn pretrained`` lists them).
+``pretrained:NAME`` names one of these (``sources.py``; ``drnn pretrained`` lists them).
 """
 
 from __future__ import annotations
@@ -13,17 +13,24 @@ from pathlib import Path
 
 import torch
 
+from .config import migrate_configs
 from .errors import UserError
 from .files import atomic_path, write_json
-from .model import DilatedRNNClassifier, ModelConfig
+from .model import DilatedRNNClassifier
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-PREFIX = "pretrained:"
+
+
+def read_card(path: Path) -> dict:
+    """A card in today's layout (cards written before the model config held dropout and init are migrated)."""
+    card = json.loads(path.read_text())
+    card["model_config"], card["train_config"] = migrate_configs(card["model_config"], card.get("train_config"))
+    return {"name": path.stem, **card}
 
 
 def available(directory: Path = WEIGHTS_DIR) -> list[dict]:
     """Every shipped model's card, with its name, sorted by name."""
-    return [{"name": p.stem, **json.loads(p.read_text())} for p in sorted(directory.glob("*.json"))]
+    return [read_card(p) for p in sorted(directory.glob("*.json"))]
 
 
 def save_pretrained(model: DilatedRNNClassifier, permutation, card: dict, directory: Path, name: str) -> None:
@@ -48,20 +55,8 @@ def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
     if not card_path.is_file():
         names = ", ".join(c["name"] for c in available(directory)) or "none"
         raise UserError(f"no pretrained model {name!r}; available: {names}")
-    card = json.loads(card_path.read_text())
-    model = DilatedRNNClassifier.from_config(ModelConfig(**card["model_config"]))
+    card = read_card(card_path)
+    model = DilatedRNNClassifier.from_config(card["model_config"])
     model.load_state_dict(load_file(str(directory / f"{name}.safetensors")), strict=True)
     perm = card["permutation"]
     return model.eval(), None if perm is None else torch.tensor(perm, dtype=torch.long), card
-
-
-def load_model(source):
-    """(model, permutation) from a checkpoint path or ``pretrained:NAME``."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
-
-    text = str(source)
-    if text.startswith(PREFIX):
-        model, perm, _ = load_pretrained(text[len(PREFIX):])
-        return model, perm
-    ckpt = load_checkpoint(source)
-    return model_from_checkpoint(ckpt, source), permutation_from_checkpoint(ckpt, source)

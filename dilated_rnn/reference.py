@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .cells import CELLS
 from .model import DilatedRNN
 
 
@@ -43,10 +44,11 @@ def reference_forward(model: DilatedRNN, x: torch.Tensor) -> torch.Tensor:
         H = layer.hidden_size
         params = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
         zero = x.new_zeros(B, H)
-        initial = (zero, zero) if model.cell == "lstm" else zero
+        paired = CELLS[model.cell].paired_state  # LSTM: the state is (h, c), the output h
+        initial = (zero, zero) if paired else zero
         states = []
         for t in range(T):
             previous = states[t - d] if t >= d else initial
             states.append(cell_step(model.cell, inputs[t], previous, *params))
-        inputs = [s[0] if model.cell == "lstm" else s for s in states]
+        inputs = [s[0] if paired else s for s in states]
     return torch.stack(inputs, dim=1)

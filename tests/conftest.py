@@ -25,3 +25,22 @@ def small_mnist(mnist):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def shipped_checkpoint(tmp_path_factory):
+    """``make(name)``: a checkpoint file, as ``drnn train`` writes one, holding a shipped model's weights."""
+    from dilated_rnn.checkpoint import save_checkpoint
+    from dilated_rnn.pretrained import load_pretrained
+
+    root = tmp_path_factory.mktemp("checkpoints")
+
+    def make(name: str):
+        path = root / f"{name}.pt"
+        if not path.exists():
+            model, permutation, card = load_pretrained(name)
+            save_checkpoint(path, {"model_config": model.config.to_dict(), "train_config": card["train_config"],
+                                   "permutation": permutation, "model": model.state_dict()})
+        return path
+
+    return make

@@ -1,19 +1,19 @@
 """The deployment commands end to end on a small real folder: export -> make-bins -> infer -> accuracy, pipeline."""
 
 import json
-from pathlib import Path
-
 import pytest
 
 from dilated_rnn.accuracy import accuracy_report
 from dilated_rnn.cli import main
 
-CKPT = str(Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25" / "lstm" / "best.pt")
+@pytest.fixture
+def ckpt(shipped_checkpoint):
+    return str(shipped_checkpoint("lstm-mnist"))
 
 
-def test_export_bins_infer_accuracy(tmp_path, mnist_dir, capsys):
+def test_export_bins_infer_accuracy(tmp_path, mnist_dir, capsys, ckpt):
     d = str(mnist_dir)
-    assert main(["export", CKPT, "-o", str(tmp_path / "m.onnx"), "--precision", "fp16", "--check-images", "64",
+    assert main(["export", ckpt, "-o", str(tmp_path / "m.onnx"), "--precision", "fp16", "--check-images", "64",
                  "--data-dir", d]) == 0
     assert "argmax agreement" in capsys.readouterr().out
     assert main(["make-bins", "-o", str(tmp_path / "bins"), "--limit", "50", "--data-dir", d]) == 0
@@ -29,8 +29,8 @@ def test_export_bins_infer_accuracy(tmp_path, mnist_dir, capsys):
     assert f"{100 * report['accuracy']:.2f}%" in out
 
 
-def test_pipeline_table(tmp_path, mnist_dir, capsys):
-    rc = main(["pipeline", CKPT, "-o", str(tmp_path / "deploy"), "--limit", "60", "--precisions", "fp32,int8",
+def test_pipeline_table(tmp_path, mnist_dir, capsys, ckpt):
+    rc = main(["pipeline", ckpt, "-o", str(tmp_path / "deploy"), "--limit", "60", "--precisions", "fp32,int8",
                "--batch-size", "32", "--no-progress", "--data-dir", str(mnist_dir)])
     assert rc == 0
     result = json.loads((tmp_path / "deploy" / "pipeline.json").read_text())
@@ -62,7 +62,7 @@ def test_deploy_bad_input_one_line(args, message, tmp_path, monkeypatch, capsys,
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_infer_empty_folder(tmp_path, capsys):
+def test_infer_empty_folder(tmp_path, capsys, ckpt):
     (tmp_path / "empty").mkdir()
-    assert main(["infer", CKPT, str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert main(["infer", ckpt, str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
     assert "no .bin input files" in capsys.readouterr().err

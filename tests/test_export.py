@@ -1,23 +1,21 @@
-from pathlib import Path
-
 import onnx
 import pytest
 import torch
 
-from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+from dilated_rnn.config import ATC_OPSET
 from dilated_rnn.errors import UserError
-from dilated_rnn.export import ATC_OPSET, DeployModel, export_onnx, session
+from dilated_rnn.export import export_onnx
+from dilated_rnn.infer import DeployModel, session
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25"
+from dilated_rnn.pretrained import load_pretrained
 
 
 def _trained(name):
-    ckpt = load_checkpoint(RESULTS / name / "best.pt")
-    return model_from_checkpoint(ckpt), permutation_from_checkpoint(ckpt)
+    model, permutation, _ = load_pretrained(name)
+    return model, permutation
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "lstm-permuted"])
+@pytest.mark.parametrize("name", ["lstm-mnist", "gru-mnist", "rnn-mnist", "lstm-pmnist"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision):
     model, perm = _trained(name)
@@ -33,7 +31,7 @@ def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision)
     if precision == "fp32":
         worst = max(p["max_abs_diff_batch1"], p["max_abs_diff_batched"])
         assert worst <= p["fp32_tolerance"] == max(1e-4, 3 * p["pytorch_float32_vs_float64"])
-        if name != "rnn":  # the vanilla RNN is the one model whose float32 rounding exceeds 1e-4
+        if name != "rnn-mnist":  # the vanilla RNN is the one model whose float32 rounding exceeds 1e-4
             assert worst <= 1e-4
     assert p["passed"] and p["argmax_agreement"] >= {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}[precision]
     # independent check: run the file ourselves on images the export never saw
@@ -48,7 +46,7 @@ def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision)
 
 
 def test_graph_is_pruned_with_native_recurrent_ops(tmp_path, mnist):
-    model, perm = _trained("gru")
+    model, perm = _trained("gru-mnist")
     export_onnx(model, perm, tmp_path / "m.onnx", mnist["test"].images[:16])
     graph = onnx.load(str(tmp_path / "m.onnx")).graph
     grus = [n for n in graph.node if n.op_type == "GRU"]
@@ -64,7 +62,7 @@ def _float_weight_bytes(path):
 
 
 def test_fp16_stores_every_weight_in_half_the_bytes(tmp_path, mnist):
-    model, perm = _trained("lstm")
+    model, perm = _trained("lstm-mnist")
     small = mnist["test"].images[:16]
     full = export_onnx(model, perm, tmp_path / "a.onnx", small)
     half = export_onnx(model, perm, tmp_path / "b.onnx", small, precision="fp16")
@@ -75,7 +73,7 @@ def test_fp16_stores_every_weight_in_half_the_bytes(tmp_path, mnist):
 
 
 def test_atc_opset_and_custom_names(tmp_path, mnist):
-    model, perm = _trained("lstm")
+    model, perm = _trained("lstm-mnist")
     report = export_onnx(model, perm, tmp_path / "atc.onnx", mnist["test"].images[:16], opset=ATC_OPSET,
                          input_name="pixels", output_name="logits")
     graph = onnx.load(str(tmp_path / "atc.onnx"))
@@ -88,7 +86,7 @@ def test_atc_opset_and_custom_names(tmp_path, mnist):
 def test_failed_parity_writes_nothing(tmp_path, mnist, monkeypatch):
     import dilated_rnn.export as export
 
-    model, perm = _trained("rnn")
+    model, perm = _trained("rnn-mnist")
     real = export.check_parity
     monkeypatch.setattr(export, "check_parity", lambda *a, **k: {**real(*a, **k), "passed": False})
     with pytest.raises(UserError, match="disagrees with PyTorch"):

@@ -7,18 +7,20 @@ from dilated_rnn.bins import write_bins
 from dilated_rnn.errors import UserError
 from dilated_rnn.export import export_onnx
 from dilated_rnn.infer import infer_folder
-from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
-
-CKPT = Path(__file__).resolve().parent.parent / "results" / "h100-2026-11-25" / "lstm-permuted" / "best.pt"
+from dilated_rnn.sources import load_model
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, mnist):
+def ckpt(shipped_checkpoint):
+    return shipped_checkpoint("lstm-pmnist")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, mnist, ckpt):
     root = tmp_path_factory.mktemp("infer")
     test = mnist["test"].subset(40)
     write_bins(test.images, test.labels, root / "bins")
-    ckpt = load_checkpoint(CKPT)
-    export_onnx(model_from_checkpoint(ckpt), permutation_from_checkpoint(ckpt), root / "m.onnx", test.images)
+    export_onnx(*load_model(ckpt), root / "m.onnx", test.images)
     return root
 
 
@@ -26,9 +28,9 @@ def _outputs(d, dtype=np.float32):
     return np.stack([np.fromfile(p, dtype=dtype) for p in sorted(Path(d).glob("*_output_0.bin"))])
 
 
-def test_both_backends_give_the_same_outputs(folder):
+def test_both_backends_give_the_same_outputs(folder, ckpt):
     onnx_stats = infer_folder(folder / "m.onnx", folder / "bins", folder / "out-onnx", batch_size=1)
-    torch_stats = infer_folder(CKPT, folder / "bins", folder / "out-torch", batch_size=16)
+    torch_stats = infer_folder(ckpt, folder / "bins", folder / "out-torch", batch_size=16)
     a, b = _outputs(folder / "out-onnx"), _outputs(folder / "out-torch")
     assert a.shape == (40, 10)
     np.testing.assert_allclose(a, b, atol=1e-4)

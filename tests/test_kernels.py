@@ -8,7 +8,8 @@ from torch import nn
 
 from dilated_rnn import kernels
 from dilated_rnn.data import to_sequences
-from dilated_rnn.model import CELLS, DilatedRNNClassifier, ModelConfig, init_cell_
+from dilated_rnn.cells import CELL_NAMES, CELLS
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig, init_cell_
 from dilated_rnn.reference import reference_forward
 
 pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
@@ -18,7 +19,7 @@ SHAPES = ((3, 7, 2, 5), (1, 1, 1, 4), (5, 33, 20, 20), (2, 784, 1, 20))
 
 
 def _layer(cell, F, H):
-    layer = CELLS[cell](F, H, batch_first=True)
+    layer = getattr(nn, CELLS[cell].module)(F, H, batch_first=True)
     init_cell_(layer, cell)
     with torch.no_grad():  # non-zero biases everywhere, so every bias gradient path is exercised
         for p in (layer.bias_ih_l0, layer.bias_hh_l0):
@@ -34,7 +35,7 @@ def _outputs_and_grads(layer, x, upstream, run):
     return [y.detach(), x.grad] + [p.grad for p in layer.parameters()]
 
 
-@pytest.mark.parametrize("cell,shape", list(itertools.product(kernels.CELLS, SHAPES)))
+@pytest.mark.parametrize("cell,shape", list(itertools.product(CELL_NAMES, SHAPES)))
 def test_fused_layer_matches_pytorch_module(cell, shape):
     N, n, F, H = shape
     layer = _layer(cell, F, H)
@@ -71,7 +72,7 @@ def test_fused_classifier_matches_reference_and_pure_path(cell, dilations, T):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", kernels.CELLS)
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_fused_training_step_on_real_images_matches_pure_path(cell, mnist):
     """Paper scale (784 steps, dilations 1..256) on 16 real test images: loss and every gradient."""
     model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell))
@@ -89,7 +90,7 @@ def test_fused_training_step_on_real_images_matches_pure_path(cell, mnist):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7, f"{cell}: gradient of {name} differs"
 
 
-@pytest.mark.parametrize("cell", kernels.CELLS)
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_nan_input_propagates(cell):
     """Fast math must not hide a diverged run: NaN in, NaN out (so the loss check sees it)."""
     layer = _layer(cell, 1, 4)
@@ -111,7 +112,7 @@ def test_float64_and_disabled_use_the_module(monkeypatch):
 SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [2, 4, 8], [1, 1, 2], [3, 2, 5], [4])
 
 
-@pytest.mark.parametrize("cell,dilations,T", list(itertools.product(kernels.CELLS, SCHEDULES, (24, 25, 7))))
+@pytest.mark.parametrize("cell,dilations,T", list(itertools.product(CELL_NAMES, SCHEDULES, (24, 25, 7))))
 def test_compiled_inference_matches_reference(cell, dilations, T):
     """No-grad forward (the whole stack in one compiled call) vs the per-step loop from the equations."""
     if T < dilations[0]:
@@ -127,7 +128,7 @@ def test_compiled_inference_matches_reference(cell, dilations, T):
     torch.testing.assert_close(got, pure, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", kernels.CELLS)
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_compiled_inference_on_real_images_at_paper_scale(cell, mnist):
     model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell))
     x = to_sequences(mnist["test"].images[:32])

@@ -17,7 +17,7 @@ def test_every_shipped_model_has_a_preset_of_its_name_that_reproduces_it():
     assert len(cards) == 6
     for card in cards:
         preset = PRESETS[card["name"]]
-        trained = {**DEFAULTS, **card["train_config"], "cell": card["model_config"]["cell"]}
+        trained = {**DEFAULTS, **card["train_config"], **card["model_config"]}
         assert {k: trained[k] for k in preset} == preset, card["name"]
         assert card["train_config"]["steps"] == 30000 and card["train_config"]["seed"] == 92916
 
@@ -38,9 +38,9 @@ def test_train_with_a_preset_stores_the_resolved_recipe(tmp_path, mnist_dir):
                  "--run-dir", str(run), "--data-dir", str(mnist_dir), *SMALL]) == 0
     stored = json.loads((run / "config.json").read_text())
     assert stored["model"]["cell"] == "lstm"
-    t = stored["train"]
+    t, m = stored["train"], stored["model"]
     assert (t["permute"], t["optimizer"], t["lr"], t["schedule"], t["clip"]) == (True, "adam", 2e-3, "cosine", 0.5)
-    assert (t["weight_decay"], t["weight_decay_start"], t["ema"], t["init"]) == (0.1, 15000, 0.9995, "orthogonal")
+    assert (t["weight_decay"], t["weight_decay_start"], t["ema"], m["init"]) == (0.1, 15000, 0.9995, "orthogonal")
 
 
 def test_regulariser_flags_reach_the_run_config(tmp_path, mnist_dir):
@@ -49,9 +49,10 @@ def test_regulariser_flags_reach_the_run_config(tmp_path, mnist_dir):
                  "--dropout", "0.2", "--ema", "0.999", "--label-smoothing", "0.1", "--init", "orthogonal",
                  "--forget-bias", "2", "--sam", "0.05", "--sam-start", "1", "--steps", "2", "--batch-size", "16",
                  "--run-dir", str(run), "--data-dir", str(mnist_dir), *SMALL]) == 0
-    t = json.loads((run / "config.json").read_text())["train"]
-    assert (t["weight_decay"], t["weight_decay_start"], t["dropout"], t["ema"]) == (0.05, 1, 0.2, 0.999)
-    assert (t["label_smoothing"], t["init"], t["forget_bias"]) == (0.1, "orthogonal", 2.0)
+    stored = json.loads((run / "config.json").read_text())
+    t, m = stored["train"], stored["model"]
+    assert (t["weight_decay"], t["weight_decay_start"], m["dropout"], t["ema"]) == (0.05, 1, 0.2, 0.999)
+    assert (t["label_smoothing"], m["init"], m["forget_bias"]) == (0.1, "orthogonal", 2.0)
     assert (t["sam"], t["sam_start"]) == (0.05, 1)
 
 

@@ -8,7 +8,8 @@ from dilated_rnn.cli import main
 from dilated_rnn.errors import UserError
 from dilated_rnn.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.pretrained import available, load_model, load_pretrained, save_pretrained
+from dilated_rnn.pretrained import available, load_pretrained, save_pretrained
+from dilated_rnn.sources import load_model
 
 NAMES = ["gru-mnist", "gru-pmnist", "lstm-mnist", "lstm-pmnist", "rnn-mnist", "rnn-pmnist"]
 
@@ -56,11 +57,13 @@ def test_commands_take_pretrained_models(tmp_path, mnist_dir, capsys):
     assert "give a checkpoint path or --pretrained NAME" in capsys.readouterr().err
 
 
-def test_load_model_accepts_both_sources():
-    shipped, perm = load_model("pretrained:lstm-mnist")
-    card = next(c for c in available() if c["name"] == "lstm-mnist")
-    source = Path(__file__).resolve().parent.parent / card["source"] / "best.pt"  # the run it was shipped from
-    from_checkpoint, perm2 = load_model(source)
-    assert perm is None and perm2 is None
+@pytest.mark.parametrize("name", ["lstm-mnist", "gru-pmnist"])
+def test_load_model_accepts_both_sources(name, shipped_checkpoint):
+    shipped, perm = load_model(f"pretrained:{name}")
+    from_checkpoint, perm2 = load_model(shipped_checkpoint(name))
+    assert (perm is None) == (perm2 is None) == (name == "lstm-mnist")
+    if perm is not None:
+        assert torch.equal(perm, perm2) and sorted(perm.tolist()) == list(range(784))
+    assert from_checkpoint.config == shipped.config
     for key, value in from_checkpoint.state_dict().items():
         assert torch.equal(shipped.state_dict()[key], value)

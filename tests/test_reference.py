@@ -3,14 +3,17 @@
 import pytest
 import torch
 
-from dilated_rnn.model import CELLS, DilatedRNN
+from torch import nn
+
+from dilated_rnn.cells import CELLS
+from dilated_rnn.model import DilatedRNN
 from dilated_rnn.reference import cell_step, reference_forward
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_reference_with_unit_dilations_is_a_stacked_rnn(cell):
     model = DilatedRNN(3, [4, 4], [1, 1], cell).double()
-    stacked = CELLS[cell](3, 4, num_layers=2, batch_first=True).double()
+    stacked = getattr(nn, CELLS[cell].module)(3, 4, num_layers=2, batch_first=True).double()
     with torch.no_grad():
         for l, layer in enumerate(model.layers):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -64,9 +65,11 @@ def test_same_seed_same_weights(tmp_path, small_mnist):
     (True, {"optimizer": "adam", "weight_decay": 0.1, "weight_decay_start": 3, "sam": 0.05, "sam_start": 7}),
 ])
 def test_resume_equals_uninterrupted(tmp_path, small_mnist, permute, recipe):
+    dropout = recipe.pop("dropout", 0.0)  # the model's setting; the rest are training settings
+    model_config = dataclasses.replace(TINY, dropout=dropout)
     cfg = _cfg(permute=permute, schedule="cosine", warmup=2, clip=1.0, **recipe)
-    train(tmp_path / "whole", small_mnist, TINY, cfg, device="cpu", progress=False)
-    part = train(tmp_path / "split", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=5)
+    train(tmp_path / "whole", small_mnist, model_config, cfg, device="cpu", progress=False)
+    part = train(tmp_path / "split", small_mnist, model_config, cfg, device="cpu", progress=False, stop_after=5)
     assert not part["finished"] and load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 5
     train(tmp_path / "split", small_mnist, device="cpu", resume=True, progress=False, stop_after=4)
     train(tmp_path / "split", small_mnist, device="cpu", resume=True, progress=False)
@@ -186,8 +189,9 @@ def test_a_run_trains_on_its_label_smoothing_and_sam_from_its_start(tmp_path, sm
 
 @pytest.mark.parametrize("init, forget_bias", [("orthogonal", 1.0), ("tf", 2.5), ("orthogonal", 2.5)])
 def test_a_run_starts_from_the_initialisation_it_names(tmp_path, small_mnist, init, forget_bias):
-    cfg = _cfg(init=init, forget_bias=forget_bias)
-    train(tmp_path / "run", small_mnist, TINY, cfg, device="cpu", progress=False, stop_after=0)
+    cfg = _cfg()
+    config = dataclasses.replace(TINY, init=init, forget_bias=forget_bias)
+    train(tmp_path / "run", small_mnist, config, cfg, device="cpu", progress=False, stop_after=0)
     start = _weights(tmp_path / "run" / "last.pt")  # saved before any step
     torch.manual_seed(cfg.seed)  # the initial weights, from the seed, as the config says
     model = DilatedRNNClassifier.from_config(TINY)
@@ -199,13 +203,15 @@ def test_a_run_starts_from_the_initialisation_it_names(tmp_path, small_mnist, in
     default = DilatedRNNClassifier.from_config(TINY).state_dict()
     changed = [k for k in default if not torch.equal(default[k], start[k])]
     assert changed and all(k.startswith("rnn.") for k in changed)  # the head is drawn as always
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["init"] == init
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert (stored["init"], stored["forget_bias"]) == (init, forget_bias)
+    assert model_from_checkpoint(load_checkpoint(tmp_path / "run" / "last.pt")).config == config
 
 
 def test_forget_bias_on_a_cell_without_one_is_a_clear_error_before_anything_is_written(tmp_path, small_mnist):
-    gru = ModelConfig(hidden_sizes=(8,), dilations=(1,), cell="gru")
-    with pytest.raises(UserError, match="--forget-bias: forget_bias applies to LSTM cells only, not gru"):
-        train(tmp_path / "run", small_mnist, gru, _cfg(forget_bias=2.0), device="cpu", progress=False)
+    with pytest.raises(UserError, match="forget_bias applies to LSTM cells only, not gru"):
+        train(tmp_path / "run", small_mnist, ModelConfig(hidden_sizes=(8,), dilations=(1,), cell="gru",
+                                                         forget_bias=2.0), _cfg(), device="cpu", progress=False)
     assert not (tmp_path / "run").exists()
 
 

@@ -1,0 +1,153 @@
+"""What describes a model and how to train it (two validated dataclasses), and the choices of settings.
+
+This module imports neither torch nor NumPy, so the CLI takes its defaults
+from here and starts fast. Errors name the parameter (``ParameterError``);
+the CLI turns the name into its flag.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .cells import CELL_NAMES
+from .errors import ParameterError
+
+INITS = ("tf", "orthogonal")
+OPTIMIZERS = ("rmsprop", "adam")
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
+DEFAULT_OPSET = 17
+ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ParameterError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _fraction(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ParameterError(name, f"must be in [0, 1), got {value}")
+
+
+def validate_stack(input_size: int, hidden_sizes, dilations, cell: str) -> None:
+    """The checks every stack of dilated layers needs, whether or not it has a config."""
+    _one_of("cell", cell, CELL_NAMES)
+    if input_size < 1:
+        raise ParameterError("input_size", f"must be positive, got {input_size}")
+    if len(hidden_sizes) == 0:
+        raise ParameterError("hidden_sizes", "is empty; at least one layer is needed")
+    if len(hidden_sizes) != len(dilations):
+        raise ParameterError("dilations", f"needs one dilation per layer: {len(hidden_sizes)} hidden sizes "
+                                          f"but {len(dilations)} dilations")
+    if any(h < 1 for h in hidden_sizes):
+        raise ParameterError("hidden_sizes", f"must be positive, got {list(hidden_sizes)}")
+    if any(d < 1 for d in dilations):
+        raise ParameterError("dilations", f"must be positive, got {list(dilations)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a ``DilatedRNNClassifier``, validated on construction.
+
+    ``dropout`` acts on each layer's outputs on their way up (training only);
+    ``init`` and ``forget_bias`` say how the cells are drawn (``model.init_cell_``).
+    """
+
+    input_size: int = 1
+    hidden_sizes: tuple[int, ...] = (20,) * 9
+    dilations: tuple[int, ...] = tuple(2**i for i in range(9))
+    cell: str = "lstm"
+    num_classes: int = 10
+    dropout: float = 0.0
+    init: str = "tf"
+    forget_bias: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        object.__setattr__(self, "cell", str(self.cell).lower())
+        validate_stack(self.input_size, self.hidden_sizes, self.dilations, self.cell)
+        if self.num_classes < 1:
+            raise ParameterError("num_classes", f"must be positive, got {self.num_classes}")
+        _fraction("dropout", self.dropout)
+        _one_of("init", self.init, INITS)
+        if not math.isfinite(self.forget_bias):
+            raise ParameterError("forget_bias", f"must be finite, got {self.forget_bias}")
+        if self.forget_bias != 1.0 and self.cell != "lstm":
+            raise ParameterError("forget_bias", f"applies to LSTM cells only, not {self.cell}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are the reference's: batch 128, lr 1e-3, RMSProp, 30,000 steps, seed 92916."""
+
+    steps: int = 30000
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "rmsprop"  # "rmsprop" is TensorFlow's (optim.TFRMSprop)
+    momentum: float = 0.0
+    clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    weight_decay: float = 0.0  # decoupled, on weight matrices only; 0 disables it
+    weight_decay_start: int = 0  # first step (0-based) with weight decay; before it, none
+    # Decay of an exponential moving average of the weights (optim.WeightAverage); 0 disables it.
+    # When set, validation, best.pt and the test report use the averaged weights.
+    ema: float = 0.0
+    # Cross-entropy against targets with this much mass spread evenly over all classes; 0 disables it.
+    # Training loss only: validation and test losses stay plain cross-entropy.
+    label_smoothing: float = 0.0
+    # Sharpness-aware minimisation (train.train_step): the radius of the weight perturbation, 0 disables
+    # it; sam_start is the first step (0-based) that uses it.
+    sam: float = 0.0
+    sam_start: int = 0
+    schedule: str = "constant"
+    warmup: int = 0  # linear warm-up steps
+    permute: bool = False  # permuted MNIST: the pixel order drawn from the seed
+    seed: int = 92916  # initialisation, batch order and permutation
+    eval_every: int = 1000
+    log_every: int = 100
+    eval_batch_size: int = 1000
+    # Use only the first N images of a split (smoke runs); part of the run, so --resume keeps them.
+    train_limit: int | None = None
+    val_limit: int | None = None
+    test_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ParameterError(name, f"must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ParameterError("lr", f"must be positive, got {self.lr}")
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        for name in ("momentum", "clip", "warmup", "weight_decay", "weight_decay_start", "sam_start"):
+            if getattr(self, name) < 0:
+                raise ParameterError(name, f"must be non-negative, got {getattr(self, name)}")
+        _fraction("ema", self.ema)
+        _fraction("label_smoothing", self.label_smoothing)
+        if not (math.isfinite(self.sam) and self.sam >= 0):
+            raise ParameterError("sam", f"must be a non-negative radius, got {self.sam}")
+        for name in ("train_limit", "val_limit", "test_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ParameterError(name, f"must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Settings that lived in the training config before format version 2 of checkpoints and cards.
+MOVED_TO_MODEL = ("dropout", "init", "forget_bias")
+
+
+def migrate_configs(model_config: dict, train_config: dict | None) -> tuple[dict, dict | None]:
+    """Old (model, train) config dicts in today's layout: the architecture's settings move to the model."""
+    if train_config is None:
+        return model_config, None
+    moved = {k: train_config[k] for k in MOVED_TO_MODEL if k in train_config}
+    return {**model_config, **moved}, {k: v for k, v in train_config.items() if k not in MOVED_TO_MODEL}

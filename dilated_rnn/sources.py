@@ -1,0 +1,53 @@
+"""What a model argument names, and the model it loads: one parser that every command calls.
+
+A model argument is a checkpoint written by ``drnn train`` (``.pt``), a shipped
+model (``pretrained:NAME``, listed by ``drnn pretrained``), or, where a command
+runs exported graphs, an ``.onnx`` file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "pretrained:"
+KINDS = ("checkpoint", "pretrained", "onnx")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # one of KINDS
+    location: str  # a path, or the shipped model's name
+
+    def __str__(self) -> str:
+        return PREFIX + self.location if self.kind == "pretrained" else self.location
+
+
+def parse_source(source) -> ModelSource:
+    """``pretrained:NAME``, a ``.onnx`` path, or a checkpoint path."""
+    if isinstance(source, ModelSource):
+        return source
+    text = str(source)
+    if text.startswith(PREFIX):
+        return ModelSource("pretrained", text[len(PREFIX):])
+    return ModelSource("onnx" if Path(text).suffix == ".onnx" else "checkpoint", text)
+
+
+def pretrained_source(name: str) -> ModelSource:
+    return ModelSource("pretrained", name)
+
+
+def load_model(source):
+    """(model, permutation) of a checkpoint or a shipped model, in evaluation mode."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+    from .errors import UserError
+    from .pretrained import load_pretrained
+
+    src = parse_source(source)
+    if src.kind == "pretrained":
+        model, permutation, _ = load_pretrained(src.location)
+        return model, permutation
+    if src.kind == "onnx":
+        raise UserError(f"{src.location}: an ONNX graph, not a checkpoint; this command needs a .pt or pretrained:NAME")
+    ckpt = load_checkpoint(src.location)
+    return model_from_checkpoint(ckpt, src.location).eval(), permutation_from_checkpoint(ckpt, src.location)
