@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
+        raise ParameterError("device", f"{name}: CUDA is not available on this machine")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+        raise ParameterError("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}") from None
 
 
 def init_from_env(device: str = "auto") -> tuple[Context, torch.device]:
@@ -65,7 +65,7 @@ def wrap(model: torch.nn.Module, ctx: Context, dev: torch.device) -> torch.nn.Mo
 def shard(indices: torch.Tensor, ctx: Context) -> torch.Tensor:
     """This rank's equal share of a global batch."""
     if len(indices) % ctx.world:
-        raise UserError(f"--batch-size {len(indices)} is not divisible by the {ctx.world} processes")
+        raise ParameterError("batch_size", f"{len(indices)} is not divisible by the {ctx.world} processes")
     return indices[ctx.rank :: ctx.world]
 
 

@@ -117,7 +117,7 @@ class Run:
 def start_run(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, main: bool = True) -> Run:
     """A new run: weights drawn from the seed, the permutation if permuted, ``config.json`` written."""
     if (run_dir / "last.pt").exists():
-        raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
+        raise UserError(f"{run_dir}: already holds a run; resume it or choose another run directory")
     torch.manual_seed(cfg.seed)
     model = DilatedRNNClassifier.from_config(model_config)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
@@ -174,10 +174,8 @@ def train(
     run_dir = Path(run_dir)
     ctx, dev = init_from_env(device)
     main = ctx.is_main
-    if resume:
-        run = resume_run(run_dir, main)
-    else:
-        run = start_run(run_dir, model_config or ModelConfig(), cfg or TrainConfig(), main)
+    run = resume_run(run_dir, main) if resume else start_run(run_dir, model_config or ModelConfig(),
+                                                             cfg or TrainConfig(), main)
     cfg = run.cfg
     optimizer = _to_device(run, dev)
     net = wrap(run.model, ctx, dev)  # DDP when several processes, else the model itself
@@ -192,22 +190,14 @@ def train(
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             validate_now = run.step % cfg.eval_every == 0 or run.step == cfg.steps
             if validate_now or run.step % cfg.log_every == 0:
-                record = {"step": run.step, "train_loss": sum(losses) / len(losses),
-                          "lr": optimizer.param_groups[0]["lr"], "elapsed_s": run.seconds()}
+                record = _log(run, losses, optimizer, splits["val"] if validate_now else None, ctx, dev, main)
                 losses = []
-                if validate_now:
-                    check_replicas(run.model, ctx, dev)
-                    val = evaluate(run.validated, splits["val"], run.permutation, cfg.eval_batch_size, dev)
-                    record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-                # Log before checkpointing: a crash in between makes --resume replay (and re-log) this step,
-                # never lose its record.
-                if main:
-                    append_jsonl(run_dir / "metrics.jsonl", record)
-                if validate_now:
-                    _keep_if_best(run, val["accuracy"], save)
+                if validate_now:  # after the log: a crash in between replays this step, never loses its record
+                    _keep_if_best(run, record["val_accuracy"], save)
                     save("last.pt")
                     if main:
-                        bar.write(f"step {run.step}: val accuracy {100 * val['accuracy']:.2f}%, loss {val['loss']:.4f}")
+                        bar.write(f"step {run.step}: val accuracy {100 * record['val_accuracy']:.2f}%, "
+                                  f"loss {record['val_loss']:.4f}")
             if any_across(interrupted(), ctx, dev):
                 save("last.pt")
                 raise KeyboardInterrupt
@@ -253,6 +243,19 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split: Split, ctx, dev
         )
     run.step += 1
     return loss
+
+
+def _log(run: Run, losses: list[float], optimizer, val_split: Split | None, ctx, dev, main: bool) -> dict:
+    """The metrics record of this step (mean training loss since the last; validation if ``val_split``)."""
+    record = {"step": run.step, "train_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+              "elapsed_s": run.seconds()}
+    if val_split is not None:
+        check_replicas(run.model, ctx, dev)
+        val = evaluate(run.validated, val_split, run.permutation, run.cfg.eval_batch_size, dev)
+        record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+    if main:
+        append_jsonl(run.run_dir / "metrics.jsonl", record)
+    return record
 
 
 def _keep_if_best(run: Run, val_accuracy: float, save) -> None:

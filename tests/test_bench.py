@@ -26,10 +26,11 @@ def test_train_step_times_every_variant():
 @pytest.mark.parametrize("backend", ["pytorch", "onnxruntime"])
 def test_inference_bench_both_backends(backend):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="lstm"))
-    r = bench_inference(model, None, backend, latency_images=5, batch_images=6, batch_size=4, threads=1)
+    before = torch.get_num_threads()
+    r = bench_inference(model, None, backend, latency_images=5, batch_images=6, batch_size=4, threads=before + 1)
     assert r["backend"] == backend and r["latency_ms_p50"] <= r["latency_ms_p99"]
     assert r["batched_s"] > 0 and r["images_per_s"] == pytest.approx(6 / r["batched_s"])
-    assert torch.get_num_threads() >= 1
+    assert r["batch_threads"] == before + 1 and torch.get_num_threads() == before  # the caller's setting is restored
 
 
 def test_cli_bench_writes_json(tmp_path, capsys):

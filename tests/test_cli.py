@@ -33,10 +33,22 @@ def test_reference_flags_are_accepted(tmp_path, mnist_dir):
     assert (stored["train"]["steps"], stored["train"]["batch_size"], stored["train"]["lr"]) == (4, 16, 0.002)
 
 
-def test_resume_flag_continues_a_run(tmp_path, mnist_dir):
+def test_resume_flag_finishes_a_stopped_run(tmp_path, mnist_dir, small_mnist, capsys):
+    from dilated_rnn.checkpoint import load_checkpoint
+    from dilated_rnn.model import ModelConfig
+    from dilated_rnn.train import TrainConfig, train
+
     run = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run), "--steps", "4", "--batch-size", "16", "--data-dir", str(mnist_dir), *SMALL]) == 0
+    cfg = TrainConfig(steps=8, batch_size=16, eval_every=4, log_every=4, val_limit=100, test_limit=100)
+    train(run, small_mnist, ModelConfig(hidden_sizes=(8,), dilations=(1,), cell="gru"), cfg, device="cpu",
+          progress=False, stop_after=4)
+    assert load_checkpoint(run / "last.pt")["step"] == 4 and not (run / "test.json").exists()
     assert main(["train", "--resume", str(run), "--data-dir", str(mnist_dir), "--no-progress"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 8
+    summary = json.loads((run / "test.json").read_text())
+    assert summary["step"] == 8 and summary["test"]["num_examples"] == 100
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [4, 8]
+    assert f"{100 * summary['test']['accuracy']:.2f}%" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -80,3 +92,20 @@ def test_mrl_command(tmp_path, capsys):
     assert (tmp_path / "mrl.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["mrl", "--dilations", "1,0"]) == 2
     assert "--dilations must be positive" in capsys.readouterr().err
+
+
+def test_every_help_line_states_its_real_default_once():
+    from dilated_rnn.cli import _Help, build_parser
+    from dilated_rnn.config import ModelConfig, TrainConfig
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            text = _Help(name)._get_help_string(action) % {"default": action.default}
+            assert text.count("(default") <= 1 and "(default: None)" not in text, (name, action.dest, text)
+    help_of = {a.dest: a.help for a in commands["train"]._actions}
+    assert f"(default: {TrainConfig.lr})" in help_of["lr"] and "(default: lstm)" in help_of["cell"]
+    train = commands["train"].parse_args([])
+    assert (train.steps, train.batch_size, train.seed) == (TrainConfig.steps, TrainConfig.batch_size, TrainConfig.seed)
+    assert train.dilations == ModelConfig.dilations and train.hidden_sizes == ModelConfig.hidden_sizes[:1]

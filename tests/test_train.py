@@ -8,7 +8,7 @@ import torch
 import dilated_rnn.train
 
 from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint
-from dilated_rnn.data import to_sequences
+from dilated_rnn.data import pixel_permutation, to_sequences
 from dilated_rnn.errors import UserError
 from dilated_rnn.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
@@ -218,7 +218,12 @@ def test_forget_bias_on_a_cell_without_one_is_a_clear_error_before_anything_is_w
 def test_permutation_travels_in_the_checkpoint(tmp_path, small_mnist):
     train(tmp_path / "p", small_mnist, TINY, _cfg(steps=6, permute=True), device="cpu", progress=False)
     ckpt = load_checkpoint(tmp_path / "p" / "best.pt")
-    assert ckpt["permutation"] is not None and ckpt["train_config"]["permute"] is True
+    assert ckpt["train_config"]["permute"] is True
+    assert torch.equal(ckpt["permutation"], pixel_permutation(ckpt["train_config"]["seed"]))
+    model = model_from_checkpoint(ckpt)  # the stored permutation is the one the run validated with
+    record = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert evaluate(model, small_mnist["val"], ckpt["permutation"])["loss"] == pytest.approx(record["val_loss"], rel=1e-6)
+    assert abs(evaluate(model, small_mnist["val"], None)["loss"] - record["val_loss"]) > 1e-4  # float noise: ~1e-7
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_path, small_mnist, monkeypatch):
@@ -238,7 +243,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_p
 
 def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
     train(tmp_path / "r", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
-    with pytest.raises(Exception, match="already holds a run"):
+    with pytest.raises(UserError, match="r: already holds a run; resume it or choose another run directory"):
         train(tmp_path / "r", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)
 
 
