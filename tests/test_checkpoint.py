@@ -85,3 +85,20 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises((TypeError, AttributeError, pickle.PicklingError)):
         save_checkpoint(tmp_path / "c.pt", {"model_config": {}, "model": {}, "permutation": None, "bad": lambda: 0})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_1_checkpoints_are_migrated_on_load(tmp_path):
+    """Before format 2, dropout, init and forget_bias lived in the training config."""
+    model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="lstm"))
+    old_model_config = {k: v for k, v in model.config.to_dict().items() if k not in ("dropout", "init", "forget_bias")}
+    old = {**_payload(model), "model_config": old_model_config, "format": "dilated-rnn-checkpoint", "format_version": 1,
+           "train_config": {"steps": 10, "dropout": 0.25, "init": "orthogonal", "forget_bias": 2.0, "ema": 0.9}}
+    torch.save(old, tmp_path / "v1.pt")
+    ckpt = load_checkpoint(tmp_path / "v1.pt")
+    assert ckpt["format_version"] == FORMAT_VERSION == 2
+    assert ckpt["train_config"] == {"steps": 10, "ema": 0.9}
+    clone = model_from_checkpoint(ckpt)
+    assert (clone.config.dropout, clone.config.init, clone.config.forget_bias) == (0.25, "orthogonal", 2.0)
+    assert clone.rnn.dropout == 0.25
+    for key, value in model.state_dict().items():
+        assert torch.equal(clone.state_dict()[key], value)
