@@ -55,7 +55,7 @@ def _csv(values) -> str:
 
 def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help, formatter_class=_Help, allow_abbrev=False)
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, command_parser=p)
     return p
 
 
@@ -456,9 +456,9 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _flag(parser: argparse.ArgumentParser, command: str, parameter: str) -> str:
-    """The long flag of ``command`` whose value is ``parameter``; the parameter's own name if none is."""
-    for action in parser._subparsers._group_actions[0].choices[command]._actions:
+def _flag(command_parser: argparse.ArgumentParser, parameter: str) -> str:
+    """The long flag of the command whose value is ``parameter``; the parameter's own name if none is."""
+    for action in command_parser._actions:
         if action.dest == parameter and action.option_strings:
             return next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
     return parameter
@@ -476,7 +476,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ParameterError as e:
-        print(f"drnn {args.command}: error: {_flag(parser, args.command, e.parameter)} {e.problem}", file=sys.stderr)
+        print(f"drnn {args.command}: error: {_flag(args.command_parser, e.parameter)} {e.problem}", file=sys.stderr)
     except UserError as e:
         print(f"drnn {args.command}: error: {e}", file=sys.stderr)
     except TrainingDiverged as e:

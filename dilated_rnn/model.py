@@ -55,6 +55,7 @@ after the recurrent matrix product, as cuDNN does).
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import torch
 from torch import nn
@@ -247,7 +248,7 @@ class DilatedRNNClassifier(nn.Module):
     def from_config(cls, config: ModelConfig | dict) -> "DilatedRNNClassifier":
         if isinstance(config, dict):
             config = ModelConfig(**config)
-        return cls(**{k: getattr(config, k) for k in config.__dataclass_fields__})
+        return cls(**{f.name: getattr(config, f.name) for f in fields(config)})
 
     def reset_parameters(self) -> None:
         """TensorFlow's recipe of the paper's code: cells as ``init_cell_``, head standard-normal."""
