@@ -29,14 +29,18 @@ def _names(indices, limit=3) -> str:
     return shown + (", ..." if len(indices) > limit else "")
 
 
-def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: int = 10) -> dict:
+def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: int | None = None) -> dict:
     """Match outputs to labels by index and report as ``evaluate.classification_report`` does.
 
-    Missing or extra outputs are an error, not skipped.
+    Missing or extra outputs are an error, not skipped. ``num_classes``: logits per output; by
+    default what ``infer.json`` beside the outputs says, else 10 (MNIST).
     """
     output_dir = Path(output_dir)
     if dtype not in ("auto", *DTYPES):
         raise ParameterError("dtype", f"must be auto, fp32 or fp16, got {dtype!r}")
+    info_path = output_dir / "infer.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    num_classes = num_classes or info.get("num_classes", 10)
     labels = load_labels(labels_path)
     files = {}
     for path in sorted(output_dir.glob(f"*{OUTPUT_SUFFIX}")):
@@ -63,8 +67,6 @@ def accuracy_report(output_dir, labels_path, dtype: str = "auto", num_classes: i
     if labels.min() < 0 or labels.max() >= num_classes:
         raise UserError(f"{labels_path}: labels must be class indices 0..{num_classes - 1}")
     report = classification_report(torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(labels), num_classes)
-    info_path = output_dir / "infer.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {
         "outputs": str(output_dir),
         "labels": str(labels_path),

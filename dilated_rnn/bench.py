@@ -117,7 +117,7 @@ def _peak_memory(step, dev: torch.device) -> int | None:
     return peak + numpy_peak
 
 
-def bench_inference(model: DilatedRNNClassifier, permutation, backend: str, latency_images: int = 500,
+def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latency_images: int = 500,
                     batch_images: int = 10000, batch_size: int = 1000, threads: int = 2) -> dict:
     """Batch-1 latency on one thread and batched throughput on ``threads``, for one backend.
 
@@ -134,10 +134,10 @@ def bench_inference(model: DilatedRNNClassifier, permutation, backend: str, late
     x = to_sequences(images).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         if backend == "pytorch":
-            make = lambda n_threads: TorchBackend(model, permutation, n_threads)
+            make = lambda n_threads: TorchBackend(model, transform, n_threads)
         elif backend == "onnxruntime":
             path = Path(tmp) / "model.onnx"
-            export_onnx(model, permutation, path, images[:64])
+            export_onnx(model, transform, path, images[:64])
             make = lambda n_threads: OnnxBackend(path, n_threads)
         else:
             raise ParameterError("backend", f"must be pytorch or onnxruntime, got {backend!r}")

@@ -1,7 +1,8 @@
-"""The reference's deployment file formats.
+"""The reference's deployment file formats, for sequences of any length and channel count.
 
-* inputs: one ``NNNNN.bin`` per image, 784 float32 values in [0, 1] in natural
-  pixel order (the reference's input layout [1, 784, 1]);
+* inputs: one ``NNNNN.bin`` per sequence, its T x F raw values as float32, step-major
+  (MNIST: 784 values in [0, 1] in natural pixel order, the reference's [1, 784, 1]);
+  the length follows from the size;
 * ``labels.npy``: int64 class indices [N] (the reference's one-hot [N, K] is
   accepted when reading); loaded without pickle;
 * outputs: ``<name>_output_0.bin`` per input, the logits as float32 or float16.
@@ -17,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import scale_pixels
 from .errors import UserError
 
 OUTPUT_SUFFIX = "_output_0.bin"
 
 
-def write_bins(images: torch.Tensor, labels: torch.Tensor, out_dir) -> int:
-    """Write uint8 images [N, 784] as float32 ``.bin`` files plus ``labels.npy``; all or nothing.
+def write_bins(sequences, labels: torch.Tensor, out_dir) -> int:
+    """Write float32 sequences ([L, F] each) as ``.bin`` files plus ``labels.npy``; all or nothing.
 
     The files are written into a temporary folder beside ``out_dir`` that is
     renamed into place at the end, so an interrupted run leaves no folder.
@@ -35,10 +35,9 @@ def write_bins(images: torch.Tensor, labels: torch.Tensor, out_dir) -> int:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        pixels = scale_pixels(images).numpy()
-        width = max(5, len(str(len(pixels) - 1)))
-        for i, row in enumerate(pixels):
-            row.tofile(tmp / f"{i:0{width}d}.bin")
+        width = max(5, len(str(len(sequences) - 1)))
+        for i, seq in enumerate(sequences):
+            np.ascontiguousarray(seq, dtype=np.float32).tofile(tmp / f"{i:0{width}d}.bin")
         np.save(tmp / "labels.npy", labels.numpy().astype(np.int64), allow_pickle=False)
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
@@ -46,26 +45,41 @@ def write_bins(images: torch.Tensor, labels: torch.Tensor, out_dir) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return len(pixels)
+    return len(sequences)
 
 
-def read_bins(in_dir, length: int = 784) -> tuple[list[str], np.ndarray]:
-    """Stems (sorted) and float32 inputs [N, length] of every ``*.bin`` in ``in_dir``, validated."""
+def bin_paths(in_dir) -> list[Path]:
+    """The ``*.bin`` inputs of ``in_dir``, sorted; an error if there are none."""
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise UserError(f"{in_dir}: no such input folder")
     paths = sorted(p for p in in_dir.glob("*.bin") if not p.name.endswith(OUTPUT_SUFFIX))
     if not paths:
         raise UserError(f"{in_dir}: no .bin input files")
-    data = np.empty((len(paths), length), dtype=np.float32)
-    for i, p in enumerate(paths):
+    return paths
+
+
+def read_bins(in_dir, features: int = 1, length: int | None = None,
+              max_length: int | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """Stems (sorted) and float32 sequences [L, F] of every ``*.bin`` in ``in_dir``, validated.
+
+    ``length``: every file must hold exactly that many steps; ``max_length``: at most that many.
+    """
+    paths = bin_paths(in_dir)
+    step = 4 * features
+    sequences = []
+    for p in paths:
         size = p.stat().st_size
-        if size != 4 * length:
-            raise UserError(f"{p}: {size} bytes, expected {4 * length} ({length} float32 values)")
-        data[i] = np.fromfile(p, dtype=np.float32)
-        if not np.isfinite(data[i]).all():
+        if length is not None and size != step * length:
+            raise UserError(f"{p}: {size} bytes, expected {step * length} ({length * features} float32 values)")
+        if size == 0 or size % step or (max_length is not None and size > step * max_length):
+            most = f", at most {max_length} steps" if max_length is not None else ""
+            raise UserError(f"{p}: {size} bytes is not a sequence of {features}-channel float32 steps{most}")
+        seq = np.fromfile(p, dtype=np.float32).reshape(-1, features)
+        if not np.isfinite(seq).all():
             raise UserError(f"{p}: contains NaN or infinite values")
-    return [p.stem for p in paths], data
+        sequences.append(seq)
+    return [p.stem for p in paths], sequences
 
 
 def load_labels(path) -> np.ndarray:

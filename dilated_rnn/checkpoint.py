@@ -5,12 +5,17 @@ values, so it loads with ``torch.load(weights_only=True)``: nothing in it can
 run code. The model is rebuilt from the stored config and loaded strictly.
 
 Keys: format, format_version, model_config, train_config, permutation (int64
-[784] or None), model (state_dict), optimizer (state_dict), step (steps done),
-best (dict: step, val_accuracy), rng (torch RNG state), elapsed_s; and, in a run
-that averages its weights (``--ema``), ema (the average's state_dict).
+[T] or None), normalization (dict of float32 [F] mean and std, or None), data
+(the dataset's description: spec, class names, ...), model (state_dict),
+optimizer (state_dict), step (steps done), best (dict: step, val_accuracy), rng
+(torch RNG state), elapsed_s; and, in a run that averages its weights
+(``--ema``), ema (the average's state_dict). ``permutation`` and
+``normalization`` are the model's ``InputTransform``.
 
 Version 2 moved dropout, init and forget_bias from train_config to
 model_config; version-1 files are migrated on load (``config.migrate_configs``).
+Version 3 added normalization and data; earlier files are MNIST models without
+them.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from .config import ModelConfig, migrate_configs
 from .errors import UserError
 from .files import atomic_path
 from .model import DilatedRNNClassifier
+from .transform import InputTransform
 
 FORMAT = "dilated-rnn-checkpoint"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 REQUIRED = ("model_config", "model", "permutation")
 
 
@@ -61,7 +67,8 @@ def load_checkpoint(path) -> dict:
         raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
     if ckpt["format_version"] == 1:
         ckpt["model_config"], ckpt["train_config"] = migrate_configs(ckpt["model_config"], ckpt.get("train_config"))
-        ckpt["format_version"] = FORMAT_VERSION
+    ckpt.setdefault("normalization", None)
+    ckpt["format_version"] = FORMAT_VERSION
     return ckpt
 
 
@@ -82,3 +89,12 @@ def permutation_from_checkpoint(ckpt: dict, path="checkpoint") -> torch.Tensor |
     if not isinstance(perm, torch.Tensor) or sorted(perm.tolist()) != list(range(len(perm))):
         raise UserError(f"{path}: stored pixel permutation is not a permutation")
     return perm.long()
+
+
+def transform_from_checkpoint(ckpt: dict, path="checkpoint") -> InputTransform:
+    """The model's input transform: the stored permutation and normalization."""
+    norm = ckpt.get("normalization")
+    if norm is not None and not (isinstance(norm, dict) and all(isinstance(norm.get(k), torch.Tensor)
+                                                                for k in ("mean", "std"))):
+        raise UserError(f"{path}: stored normalization is not a pair of mean and std tensors")
+    return InputTransform.from_parts(permutation_from_checkpoint(ckpt, path), norm)

@@ -20,6 +20,7 @@ from .errors import ParameterError, TrainingDiverged, UserError
 from .presets import DEFAULTS, MODEL_SETTINGS, PRESETS, resolve
 
 DATA_DIR_HELP = "MNIST IDX files (raw or .gz); fetched there if absent (default: $DRNN_DATA or ~/.cache/dilated-rnn/mnist)"
+DATA_HELP = "the data: mnist, PATH.npz, PATH_TRAIN.ts (with PATH_TEST.ts beside it) or ucr:NAME (bundled with sktime)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +60,9 @@ def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     return p
 
 
-def _add_data_flags(p, device: bool = True) -> None:
+def _add_data_flags(p, device: bool = True, data: str | None = "the model's") -> None:
+    if data is not None:
+        p.add_argument("--data", default=None, help=f"{DATA_HELP} (default: {data})")
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     if device:
         p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -77,7 +80,7 @@ def _recipe_flag(p, name: str, *flags: str, help: str, **kwargs) -> None:
 
 
 def _add_train(sub) -> None:
-    t = _command(sub, "train", "train a classifier on pixel MNIST", cmd_train)
+    t = _command(sub, "train", "train a classifier (pixel MNIST, or --data)", cmd_train)
     t.add_argument("--run-dir", type=Path, default=None,
                    help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
@@ -86,7 +89,7 @@ def _add_train(sub) -> None:
                    help="a named recipe (cell, task, optimizer, schedule, regularisers); explicit flags win")
     _recipe_flag(t, "cell", "--cell", "-type", type=str.lower, choices=CELL_NAMES, help="recurrent cell")
     _recipe_flag(t, "permute", "--permute", action="store_const", const=True,
-                 help="permuted MNIST (fixed pixel permutation from --seed)")
+                 help="permuted MNIST, or any data of one length (fixed step permutation from --seed)")
     _recipe_flag(t, "optimizer", "--optimizer", choices=OPTIMIZERS,
                  help="rmsprop is TensorFlow's (decay 0.9, mean square starting at 1)")
     _recipe_flag(t, "lr", "--lr", "-lr", type=float, help="peak learning rate")
@@ -112,11 +115,15 @@ def _add_train(sub) -> None:
     m, c = ModelConfig, TrainConfig
     t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=str(m.hidden_sizes[0]),
                    help="units per layer, comma-separated; one value is used for every layer")
-    t.add_argument("--dilations", type=_int_list("--dilations"), default=_csv(m.dilations),
-                   help="dilation per layer, comma-separated")
+    t.add_argument("--dilations", type=_int_list("--dilations"), default=None,
+                   help="dilation per layer, comma-separated (default: 1, 2, 4, ... while the largest is at most "
+                        "half the longest training sequence: 1..256 for MNIST)")
     t.add_argument("--steps", "-epoch", type=int, default=c.steps, help="training steps (the reference's -epoch)")
     t.add_argument("--batch-size", "-batch_size", type=int, default=c.batch_size, help="batch size")
-    t.add_argument("--seed", type=int, default=c.seed, help="seed of initialisation, batch order and permutation")
+    t.add_argument("--seed", type=int, default=c.seed,
+                   help="seed of initialisation, batch order, permutation and a drawn validation split")
+    t.add_argument("--val-fraction", type=float, default=c.val_fraction,
+                   help="share of each class held out for validation where the data gives none (not MNIST)")
     t.add_argument("--eval-every", type=int, default=c.eval_every, help="validate every N steps")
     t.add_argument("--log-every", type=int, default=c.log_every, help="log the training loss every N steps")
     t.add_argument("--eval-batch-size", type=int, default=c.eval_batch_size, help="batch size of evaluation")
@@ -124,7 +131,7 @@ def _add_train(sub) -> None:
         t.add_argument(f"--{split}-limit", type=int, default=None,
                        help=f"use only the first N {split} images, for smoke runs (default: all)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_data_flags(t)
+    _add_data_flags(t, data=c.data)
 
 
 def _add_evaluate(sub) -> None:
@@ -152,15 +159,17 @@ def _add_export(sub) -> None:
 
 
 def _add_deploy_files(sub) -> None:
-    b = _command(sub, "make-bins", "write a split as one .bin per image plus labels.npy", cmd_make_bins)
+    b = _command(sub, "make-bins", "write a split as one .bin per sequence plus labels.npy", cmd_make_bins)
     b.add_argument("-o", "--output", type=Path, required=True, help="new folder to create")
     b.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
-    b.add_argument("--limit", type=int, default=None, help="only the first N images (default: all)")
-    _add_data_flags(b, device=False)
+    b.add_argument("--limit", type=int, default=None, help="only the first N sequences (default: all)")
+    b.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of a drawn validation split")
+    b.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="its share of each class")
+    _add_data_flags(b, device=False, data=TrainConfig.data)
 
     i = _command(sub, "infer", "run a model over a folder of .bin inputs", cmd_infer)
     i.add_argument("model", help=".onnx file (ONNX Runtime), or a .pt checkpoint or pretrained:NAME (PyTorch)")
-    i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (784 float32 each)")
+    i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (T x F float32 each; MNIST: 784)")
     i.add_argument("-o", "--output", type=Path, required=True, help="folder for NNNNN_output_0.bin files")
     i.add_argument("--batch-size", type=int, default=256, help="1 measures per-image latency")
     i.add_argument("--threads", type=int, default=1, help="intra-op threads")
@@ -171,13 +180,14 @@ def _add_deploy_files(sub) -> None:
     a.add_argument("output_dir", type=Path, help="folder of NNNNN_output_0.bin files")
     a.add_argument("labels", type=Path, help="labels.npy: class indices or one-hot rows")
     a.add_argument("--dtype", choices=("auto", "fp32", "fp16"), default="auto", help="dtype of the outputs")
-    a.add_argument("--num-classes", type=int, default=10, help="logits per output file")
+    a.add_argument("--num-classes", type=int, default=None,
+                   help="logits per output file (default: what infer.json says, else 10)")
     a.add_argument("-o", "--report", type=Path, default=None, help="JSON path (default: OUTPUT_DIR/accuracy.json)")
 
     q = _command(sub, "pipeline", "export fp32/fp16/int8, make bins, infer, report accuracy and speed", cmd_pipeline)
     _add_model_source(q)
     q.add_argument("-o", "--work-dir", type=Path, default=Path("deploy"), help="folder for models, bins, outputs")
-    q.add_argument("--limit", type=int, default=None, help="only the first N test images (default: all)")
+    q.add_argument("--limit", type=int, default=None, help="only the first N test sequences (default: all)")
     q.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput run")
     q.add_argument("--batch-threads", type=int, default=2, help="threads of the throughput run")
     q.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated")
@@ -214,7 +224,8 @@ def _add_tools(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="drnn", description="Dilated RNNs for sequential MNIST.", allow_abbrev=False)
+    parser = _Parser(prog="drnn", description="Dilated RNNs for sequence classification (pixel MNIST and your own data).",
+                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_export, _add_deploy_files, _add_tools):
         add(sub)
@@ -244,32 +255,49 @@ def _source(args):
     return parse_source(args.checkpoint) if args.pretrained is None else pretrained_source(args.pretrained)
 
 
-def _configs(args) -> tuple[ModelConfig, TrainConfig]:
-    """The run's configs: the flags given, over the preset, over the configs' defaults."""
+def _configs(args):
+    """The run's dataset and configs: the flags given, over the preset, over the configs' defaults."""
+    from .datasets import default_dilations
+
     recipe = resolve(args.preset, {k: getattr(args, k) for k in DEFAULTS})
-    hidden = args.hidden_sizes * len(args.dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
-    model = ModelConfig(hidden_sizes=hidden, dilations=args.dilations,
-                        **{k: recipe.pop(k) for k in MODEL_SETTINGS})
     limits = {f"{s}_limit": getattr(args, f"{s}_limit") for s in ("train", "val", "test")}
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
-                        log_every=args.log_every, eval_batch_size=args.eval_batch_size, **limits, **recipe)
-    return model, train
+                        log_every=args.log_every, eval_batch_size=args.eval_batch_size, data=args.data or TrainConfig.data,
+                        val_fraction=args.val_fraction, **limits, **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
+    dataset = _load(train.data, args, train.val_fraction, train.seed)
+    dilations = args.dilations or default_dilations(dataset.max_length)
+    hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
+    model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
+                        num_classes=dataset.num_classes, **{k: recipe[k] for k in MODEL_SETTINGS})
+    return dataset, model, train
+
+
+def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed):
+    from .datasets import load_dataset
+
+    return load_dataset(spec, args.data_dir, val_fraction, seed)
+
+
+def _model_data(args, data: dict):
+    """The dataset a loaded model was trained on (``--data`` overrides), split as its run split it."""
+    return _load(args.data or data["spec"], args, data.get("val_fraction") or TrainConfig.val_fraction,
+                 data.get("val_seed", TrainConfig.seed))
 
 
 def cmd_train(args) -> int:
-    from .data import load_mnist
     from .distributed import shutdown
     from .evaluate import format_report
-    from .train import train
+    from .train import stored_train_config, train
 
     if args.resume is not None:
         run_dir, model_config, cfg = args.resume, None, None
+        stored = stored_train_config(run_dir)
+        dataset = _load(stored.data, args, stored.val_fraction, stored.seed)
     else:
-        model_config, cfg = _configs(args)
+        dataset, model_config, cfg = _configs(args)
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
-    splits = load_mnist(args.data_dir)
     try:
-        result = train(run_dir, splits, model_config, cfg, args.device, resume=args.resume is not None,
+        result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
                        progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted; state saved in {run_dir / 'last.pt'} (continue with --resume {run_dir})", file=sys.stderr)
@@ -280,57 +308,56 @@ def cmd_train(args) -> int:
         return 0
     best = result["best"]
     print(format_report(result["test"], f"test set, best checkpoint (step {best['step']}, "
-                                        f"validation {100 * best['val_accuracy']:.2f}%)"))
+                                        f"validation {100 * best['val_accuracy']:.2f}%)", dataset.classes))
     print(f"wrote {Path(run_dir) / 'test.json'}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_mnist
     from .distributed import resolve_device
     from .evaluate import evaluate, format_report
     from .files import write_json
     from .sources import load_model
 
     source = _source(args)
-    model, perm = load_model(source)
-    split = load_mnist(args.data_dir)[args.split].subset(_positive("--limit", args.limit))
+    model, transform, data = load_model(source)
+    dataset = _model_data(args, data)
+    split = dataset.splits[args.split].subset(_positive("--limit", args.limit))
     dev = resolve_device(args.device)
-    report = evaluate(model.to(dev), split, perm, args.batch_size, dev)
-    report = {"checkpoint": str(source), "split": args.split, "model_config": model.config.to_dict(),
-              "permuted": perm is not None, **report}
+    report = evaluate(model.to(dev), split, transform, args.batch_size, dev)
+    report = {"checkpoint": str(source), "split": args.split, "data": dataset.spec, "classes": list(dataset.classes),
+              "model_config": model.config.to_dict(), "permuted": transform.permutation is not None, **report}
     default = (Path(f"eval-{args.pretrained}-{args.split}.json") if args.pretrained
                else Path(args.checkpoint).parent / f"eval-{args.split}.json")
     out = args.output or default
     write_json(out, report)
-    print(format_report(report, f"{source}: {args.split} split"))
+    print(format_report(report, f"{source}: {args.split} split", dataset.classes))
     print(f"wrote {out}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from .data import load_mnist
-    from .export import export_onnx
+    from .export import export_length, export_onnx
     from .sources import load_model
 
-    model, perm = load_model(_source(args))
-    images = load_mnist(args.data_dir)["test"].images[: _positive("--check-images", args.check_images)]
-    report = export_onnx(model, perm, args.output, images, args.precision, args.opset, args.input_name,
-                         args.output_name)
+    model, transform, data = load_model(_source(args))
+    test = _model_data(args, data).splits["test"].subset(_positive("--check-images", args.check_images))
+    report = export_onnx(model, transform, args.output, test.sequences(), args.precision, args.opset,
+                         args.input_name, args.output_name, max_length=export_length(data), data=data)
     p = report["parity"]
     print(f"wrote {report['path']} ({report['precision']}, opset {report['opset']}, {report['bytes'] / 1024:.1f} kB; "
           f"ops: {', '.join(report['ops'])})")
-    print(f"parity with PyTorch on {p['images']} test images: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
+    print(f"parity with PyTorch on {p['images']} test sequences: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
           f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
     return 0
 
 
 def cmd_make_bins(args) -> int:
     from .bins import write_bins
-    from .data import load_mnist
 
-    split = load_mnist(args.data_dir)[args.split].subset(_positive("--limit", args.limit))
-    n = write_bins(split.images, split.labels, args.output)
+    dataset = _load(args.data or TrainConfig.data, args, args.val_fraction, args.seed)
+    split = dataset.splits[args.split].subset(_positive("--limit", args.limit))
+    n = write_bins(split.sequences(), split.labels, args.output)
     print(f"wrote {n} .bin files and labels.npy to {args.output}")
     return 0
 
@@ -340,7 +367,7 @@ def cmd_infer(args) -> int:
 
     stats = infer_folder(args.model, args.input_dir, args.output, args.batch_size, args.threads,
                          args.output_dtype, progress=not args.no_progress)
-    print(f"{stats['images']} images, batch {stats['batch_size']}, {stats['threads']} thread(s), {stats['backend']}: "
+    print(f"{stats['images']} inputs, batch {stats['batch_size']}, {stats['threads']} thread(s), {stats['backend']}: "
           f"{stats['images_per_s']:.0f} images/s; latency per call mean {stats['latency_ms_mean']:.3f} ms, "
           f"p50 {stats['latency_ms_p50']:.3f} ms, p99 {stats['latency_ms_p99']:.3f} ms")
     print(f"wrote {args.output / 'infer.json'}")
@@ -360,11 +387,12 @@ def cmd_accuracy(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    from .data import load_mnist
     from .pipeline import format_table, run_pipeline
+    from .sources import load_model
 
-    test = load_mnist(args.data_dir)["test"].subset(_positive("--limit", args.limit))
-    result = run_pipeline(_source(args), test, args.work_dir, _choices("--precisions", args.precisions, PRECISIONS),
+    source = _source(args)
+    test = _model_data(args, load_model(source).data).splits["test"].subset(_positive("--limit", args.limit))
+    result = run_pipeline(source, test, args.work_dir, _choices("--precisions", args.precisions, PRECISIONS),
                           args.batch_size, args.batch_threads, progress=not args.no_progress)
     print(format_table(result))
     print(f"wrote {args.work_dir / 'pipeline.json'}")
@@ -375,10 +403,11 @@ def cmd_pretrained(args) -> int:
     from .pretrained import available
     from .sources import pretrained_source
 
-    print(f"{'name':14} {'cell':5} {'task':10} {'test acc':>8}  use as")
+    print(f"{'name':14} {'cell':5} {'task':16} {'test acc':>8}  use as")
     for card in available():
-        task = "permuted" if card["permutation"] is not None else "unpermuted"
-        print(f"{card['name']:14} {card['model_config']['cell']:5} {task:10} {100 * card['test_accuracy']:7.2f}%  "
+        spec = (card.get("data") or {}).get("spec", "mnist")
+        task = ("permuted" if card["permutation"] is not None else "unpermuted") if spec == "mnist" else spec
+        print(f"{card['name']:14} {card['model_config']['cell']:5} {task:16} {100 * card['test_accuracy']:7.2f}%  "
               f"{pretrained_source(card['name'])}")
     return 0
 
@@ -427,9 +456,9 @@ def cmd_bench(args) -> int:
               f"{args.batch_images} images in batches of {args.infer_batch_size} on {args.threads} threads")
         print(f"{'cell':5} {'backend':12} {'p50 ms':>7} {'p99 ms':>7} {'batched s':>9} {'images/s':>9}")
         for cell in cells:
-            model, permutation = load_model(pretrained_source(f"{cell}-mnist"))
+            model, transform, _ = load_model(pretrained_source(f"{cell}-mnist"))
             for backend in backends:
-                r = bench_inference(model, permutation, backend, args.latency_images, args.batch_images,
+                r = bench_inference(model, transform, backend, args.latency_images, args.batch_images,
                                     args.infer_batch_size, args.threads)
                 results["infer"].append(r)
                 print(f"{cell:5} {backend:12} {r['latency_ms_p50']:7.3f} {r['latency_ms_p99']:7.3f} "

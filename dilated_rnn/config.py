@@ -106,8 +106,10 @@ class TrainConfig:
     sam_start: int = 0
     schedule: str = "constant"
     warmup: int = 0  # linear warm-up steps
-    permute: bool = False  # permuted MNIST: the pixel order drawn from the seed
-    seed: int = 92916  # initialisation, batch order and permutation
+    permute: bool = False  # permuted MNIST (or any fixed-length data): the step order drawn from the seed
+    seed: int = 92916  # initialisation, batch order, permutation and a drawn validation split
+    data: str = "mnist"  # datasets.load_dataset's spec: mnist, PATH.npz, PATH_TRAIN.ts, ucr:NAME
+    val_fraction: float = 0.2  # of each class, held out for validation where the data gives none (not MNIST)
     eval_every: int = 1000
     log_every: int = 100
     eval_batch_size: int = 1000
@@ -128,6 +130,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be non-negative, got {getattr(self, name)}")
         _fraction("ema", self.ema)
+        if not 0 < self.val_fraction < 1:
+            raise ParameterError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         _fraction("label_smoothing", self.label_smoothing)
         if not (math.isfinite(self.sam) and self.sam >= 0):
             raise ParameterError("sam", f"must be a non-negative radius, got {self.sam}")

@@ -135,6 +135,14 @@ class Split:
     def subset(self, limit: int | None) -> "Split":
         return self if limit is None else Split(self.images[:limit], self.labels[:limit])
 
+    def batch(self, idx) -> tuple[torch.Tensor, None]:
+        """Pixel sequences [B, 784, 1] in [0, 1] of images ``idx``, natural order; no lengths (all 784)."""
+        return to_sequences(self.images[idx]), None
+
+    def sequences(self) -> list:
+        """Each image as a [784, 1] float32 sequence in [0, 1]."""
+        return list(to_sequences(self.images).numpy())
+
 
 def load_mnist(data_dir: Path | None = None) -> dict[str, Split]:
     """Train (55k), validation (5k) and test (10k) splits of verified MNIST."""

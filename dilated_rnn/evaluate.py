@@ -5,18 +5,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Split, to_sequences
+from .transform import as_transform
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, permutation=None, batch_size: int = 1000, device="cpu"):
-    """Logits [N, K] (float32, on the CPU) for uint8 images [N, 784] in natural pixel order."""
+def predict_logits(model: nn.Module, split, transform=None, batch_size: int = 1000, device="cpu"):
+    """Logits [N, K] (float32, on the CPU) of a split's raw sequences (MNIST: ``data.Split``; else
+    ``datasets.SequenceSplit``). ``transform``: the model's ``InputTransform`` (or a bare permutation)."""
+    transform = as_transform(transform)
     was_training = model.training
     model.eval()
     chunks = []
-    for start in range(0, len(images), batch_size):
-        x = to_sequences(images[start : start + batch_size], permutation).to(device)
-        chunks.append(model(x).float().cpu())
+    for start in range(0, len(split), batch_size):
+        x, lengths = split.batch(torch.arange(start, min(start + batch_size, len(split))))
+        x = transform(x).to(device)
+        chunks.append((model(x) if lengths is None else model(x, lengths.to(device))).float().cpu())
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
@@ -37,19 +40,20 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     }
 
 
-def evaluate(model: nn.Module, split: Split, permutation=None, batch_size: int = 1000, device="cpu") -> dict:
-    logits = predict_logits(model, split.images, permutation, batch_size, device)
+def evaluate(model: nn.Module, split, transform=None, batch_size: int = 1000, device="cpu") -> dict:
+    logits = predict_logits(model, split, transform, batch_size, device)
     return classification_report(logits, split.labels, model.config.num_classes)
 
 
-def format_report(report: dict, title: str) -> str:
-    """A one-screen text summary of ``classification_report``'s output."""
+def format_report(report: dict, title: str, classes=None) -> str:
+    """A one-screen text summary of ``classification_report``'s output; ``classes`` names the classes."""
+    classes = classes or [str(k) for k in range(len(report["per_class_accuracy"]))]
     lines = [
         title,
         f"  examples  {report['num_examples']}",
         f"  accuracy  {100 * report['accuracy']:.2f}%",
         f"  loss      {report['loss']:.4f}",
-        "  per class " + " ".join(f"{c}:{100 * a:.1f}" for c, a in enumerate(report["per_class_accuracy"])),
+        "  per class " + " ".join(f"{c}:{100 * a:.1f}" for c, a in zip(classes, report["per_class_accuracy"])),
         "  confusion (rows true, columns predicted)",
     ]
     lines += ["    " + " ".join(f"{v:5d}" for v in row) for row in report["confusion_matrix"]]

@@ -1,13 +1,19 @@
 """ONNX export of a trained classifier, checked against PyTorch before it is written.
 
 The exported graph is the deployable model (the reference's frozen graph plus
-offline model):
+offline model). It takes raw values: the model's input transform (MNIST's
+permutation, a user dataset's per-channel normalization) is inside the graph.
 
-* input  ``Placeholder`` float32 [N, 784, 1]: natural-order pixels in [0, 1];
-  the model's permutation (if trained permuted) is a Gather inside the graph;
-* output ``the_outputs`` float32 [N, 10]: logits;
-* the pruned last-step computation with native ONNX LSTM/GRU/RNN ops, so
-  inference runs 1,568 cell steps per image, not 7,056.
+* Data of one length T (MNIST: 784): input ``Placeholder`` float32 [N, T, F]
+  (MNIST: natural-order pixels in [0, 1]), output ``the_outputs`` float32 [N, K]
+  logits, computed by the pruned last-step plan with native ONNX LSTM/GRU/RNN
+  ops (MNIST: 1,568 cell steps per image, not 7,056).
+* Data of varying length: inputs ``Placeholder`` [N, T_max, F], each sequence
+  zero-padded at the end to T_max (the longest sequence of the data), and
+  ``lengths`` int64 [N]. The pruned plan depends on the length, so this graph
+  computes every step of every layer (padding comes after every real step of
+  every chain, so it never changes a real output) and reads each row at its
+  own last step(s): one graph, exact for every length up to T_max.
 
 Precisions: ``fp32``; ``fp16``: every weight stored in float16 (half the
 file, the reference's ``allow_fp32_to_fp16`` rounding of weights) and cast to
@@ -31,8 +37,9 @@ from .config import DEFAULT_OPSET, PRECISIONS
 from .data import to_sequences
 from .errors import ParameterError, UserError
 from .files import atomic_path
-from .infer import DeployModel, session
+from .infer import DeployModel, OnnxBackend, pad
 from .model import DilatedRNNClassifier
+from .transform import as_transform
 
 INT8_CELLS = ("lstm",)  # ONNX Runtime's dynamic quantisation has an LSTM kernel, none for GRU or RNN
 # fp32 parity: max |ORT - PyTorch| <= max(1e-4, 3 * max |PyTorch float32 - PyTorch float64|).
@@ -45,14 +52,15 @@ FP32_TOLERANCE = 1e-4
 MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.95}
 
 
-def _export_fp32(deploy: DeployModel, path: Path, opset: int, input_name: str, output_name: str, seq_len: int):
-    example = torch.zeros(2, seq_len, deploy.model.config.input_size)
+def _export_fp32(deploy: DeployModel, path: Path, opset: int, input_name: str, output_name: str, length: int):
+    F = deploy.model.config.input_size
+    example = (torch.zeros(2, length, F),) + ((torch.full((2,), length),) if deploy.full else ())
+    names = [input_name] + (["lengths"] if deploy.full else [])
     with warnings.catch_warnings():  # the TorchScript exporter warns about batch_first RNNs and its own future
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            deploy, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: {0: "N"}, output_name: {0: "N"}},
+            deploy, example, str(path), dynamo=False, opset_version=opset, input_names=names,
+            output_names=[output_name], dynamic_axes={**{n: {0: "N"} for n in names}, output_name: {0: "N"}},
         )
 
 
@@ -85,7 +93,7 @@ def _to_int8(src: Path, dst: Path, cell: str) -> None:
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["LSTM", "Gemm", "MatMul"], weight_type=QuantType.QInt8)
 
 
-def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, permutation) -> None:
+def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, transform, data: dict | None) -> None:
     """Record what the graph is, for ``drnn infer`` and for whoever deploys it."""
     import json
 
@@ -93,30 +101,33 @@ def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, permu
 
     graph = onnx.load(str(path))
     meta = {"precision": precision, "model_config": json.dumps(model.config.to_dict()),
-            "permuted": str(permutation is not None).lower(), "producer": "dilated-rnn"}
+            "permuted": str(transform.permutation is not None).lower(),
+            "normalized": str(transform.mean is not None).lower(), "producer": "dilated-rnn"}
+    if data is not None:
+        meta["classes"] = json.dumps(data["classes"])
     onnx.helper.set_model_props(graph, meta)
     onnx.save(graph, str(path))
 
 
-def check_parity(onnx_path: Path, deploy: DeployModel, images: torch.Tensor, precision: str, batch: int) -> dict:
-    """ONNX Runtime vs PyTorch on real images at batch 1 and ``batch``: max |diff| and argmax agreement."""
-    sess = session(onnx_path, threads=1)
-    input_name = sess.get_inputs()[0].name
-    x = to_sequences(images)  # natural-order pixels [N, 784, 1]
+def check_parity(onnx_path: Path, deploy: DeployModel, sequences: list[np.ndarray], precision: str,
+                 batch: int) -> dict:
+    """ONNX Runtime vs PyTorch (the pruned plan of each length) on real sequences at batch 1 and ``batch``."""
+    graph = OnnxBackend(onnx_path, threads=1)
+    x, lengths = (torch.from_numpy(a) for a in pad(sequences))
+    pruned = copy.deepcopy(deploy)
+    pruned.full = False
     with torch.no_grad():
-        expected = deploy(x).numpy()
-        exact = copy.deepcopy(deploy).double()(x.double()).numpy()
-    got_one = np.concatenate([sess.run(None, {input_name: x[i : i + 1].numpy()})[0] for i in range(min(8, len(x)))])
-    got_many = np.concatenate(
-        [sess.run(None, {input_name: x[s : s + batch].numpy()})[0] for s in range(0, len(x), batch)]
-    )
+        expected = pruned(x, lengths).numpy()
+        exact = pruned.double()(x.double(), lengths).numpy()
+    got_one = np.concatenate([graph(sequences[i : i + 1]) for i in range(min(8, len(sequences)))])
+    got_many = np.concatenate([graph(sequences[s : s + batch]) for s in range(0, len(sequences), batch)])
     diff_one = float(np.abs(got_one - expected[: len(got_one)]).max())
     diff_many = float(np.abs(got_many - expected).max())
     float32_error = float(np.abs(expected - exact).max())
     tolerance = max(FP32_TOLERANCE, 3 * float32_error)
     agreement = float((got_many.argmax(1) == expected.argmax(1)).mean())
     return {
-        "images": len(x),
+        "images": len(sequences),
         "max_abs_diff_batch1": diff_one,
         "max_abs_diff_batched": diff_many,
         "batch": batch,
@@ -129,30 +140,40 @@ def check_parity(onnx_path: Path, deploy: DeployModel, images: torch.Tensor, pre
 
 def export_onnx(
     model: DilatedRNNClassifier,
-    permutation: torch.Tensor | None,
+    transform,
     path,
-    check_images: torch.Tensor,
+    check_inputs,
     precision: str = "fp32",
     opset: int = DEFAULT_OPSET,
     input_name: str = "Placeholder",
     output_name: str = "the_outputs",
-    seq_len: int = 784,
+    max_length: int | None = None,
+    data: dict | None = None,
 ) -> dict:
     """Export, convert, check (onnx checker + parity with PyTorch) and only then write ``path``.
 
-    ``check_images``: uint8 [N, 784] real images in natural order. fp32 must
-    match PyTorch within 1e-4, or within what float32 rounding explains (see FP32_TOLERANCE); fp16 and int8 must agree on the argmax of at
-    least ``MIN_AGREEMENT[precision]`` of them. A failed check raises ``UserError``.
+    ``transform``: the model's ``InputTransform`` (or a bare permutation). ``check_inputs``: real raw
+    sequences, a list of [L, F] float32 arrays, or MNIST's uint8 images [N, 784]. With ``max_length``
+    the graph takes sequences of any length up to it (module doc); else every check sequence must have
+    the one length the graph is made for. fp32 must match PyTorch within 1e-4, or within what float32
+    rounding explains (see FP32_TOLERANCE); fp16 and int8 must agree on the argmax of at least
+    ``MIN_AGREEMENT[precision]`` of them. A failed check raises ``UserError``. ``data``
+    (``Dataset.info()``) adds the class names to the graph's metadata.
     """
     import onnx
 
     if precision not in PRECISIONS:
         raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    deploy = DeployModel(model.cpu().eval(), permutation)
+    sequences = _as_sequences(check_inputs)
+    lengths = {len(s) for s in sequences}
+    if max_length is None and len(lengths) != 1:
+        raise ParameterError("max_length", "is needed: the check sequences have several lengths")
+    transform = as_transform(transform)
+    deploy = DeployModel(model.cpu().eval(), transform, full=max_length is not None)
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        _export_fp32(deploy, fp32, opset, input_name, output_name, seq_len)
+        _export_fp32(deploy, fp32, opset, input_name, output_name, max_length or lengths.pop())
         final = fp32
         if precision == "fp16":
             final = Path(tmp) / "fp16.onnx"
@@ -160,9 +181,9 @@ def export_onnx(
         elif precision == "int8":
             final = Path(tmp) / "int8.onnx"
             _to_int8(fp32, final, model.config.cell)
-        _add_metadata(final, precision, model, permutation)
+        _add_metadata(final, precision, model, transform, data)
         onnx.checker.check_model(str(final))
-        parity = check_parity(final, deploy, check_images, precision, batch=min(256, len(check_images)))
+        parity = check_parity(final, deploy, sequences, precision, batch=min(256, len(sequences)))
         if not parity["passed"]:
             raise UserError(
                 f"{path}: exported {precision} model disagrees with PyTorch (max |diff| "
@@ -178,7 +199,19 @@ def export_onnx(
         "opset": opset,
         "input": input_name,
         "output": output_name,
+        "variable_length": max_length is not None,
         "bytes": path.stat().st_size,
         "ops": sorted({n.op_type for n in graph.graph.node}),
         "parity": parity,
     }
+
+
+def export_length(data: dict) -> int | None:
+    """``export_onnx``'s ``max_length`` for a model of this data (``Dataset.info()``): None at one length."""
+    return None if data.get("fixed_length") else data["max_length"]
+
+
+def _as_sequences(check_inputs) -> list[np.ndarray]:
+    if isinstance(check_inputs, torch.Tensor) and check_inputs.dtype == torch.uint8:  # MNIST images [N, 784]
+        return list(to_sequences(check_inputs).numpy())
+    return [np.asarray(s, dtype=np.float32) for s in check_inputs]

@@ -1,7 +1,7 @@
 """Inference backends (PyTorch, ONNX Runtime), timed runs, and inference over a folder of ``.bin`` inputs.
 
-A backend is a callable: float32 inputs [N, T, F] (or [N, T*F]) in natural
-order -> logits [N, K] as NumPy. ``run_inference`` times it call by call and
+A backend is a callable: a list of raw float32 sequences [L, F] (natural
+order) -> logits [N, K] as NumPy. ``run_inference`` times it call by call and
 ``latency_stats`` summarises the times; ``drnn infer`` and ``drnn bench`` both
 use these. ``--batch-size 1`` measures per-image latency like the reference's
 batch-1 tool; larger batches measure throughput. Every input is read and
@@ -18,24 +18,47 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bins import read_bins, write_output
-from .data import permute_steps
+from .bins import bin_paths, read_bins, write_output
 from .errors import ParameterError, UserError
 from .files import write_json
 from .model import DilatedRNNClassifier
 from .sources import parse_source
+from .transform import InputTransform, as_transform
 
 
 class DeployModel(nn.Module):
-    """Natural-order inputs [N, T, F] -> logits [N, K]: the permutation, then the pruned classifier."""
+    """Raw inputs [N, T, F] (and lengths [N]) -> logits [N, K]: the input transform, then the classifier.
 
-    def __init__(self, model: DilatedRNNClassifier, permutation: torch.Tensor | None):
+    ``full``: the computation of every step with each row read at its own length (one graph
+    for every length, as variable-length ONNX export needs); else the pruned plan per length.
+    """
+
+    def __init__(self, model: DilatedRNNClassifier, transform=None, full: bool = False):
         super().__init__()
         self.model = model
-        self.register_buffer("permutation", None if permutation is None else permutation.long())
+        self.full = full
+        t = as_transform(transform)
+        for name in ("permutation", "mean", "std"):  # buffers: they follow .to() and .double()
+            self.register_buffer(name, getattr(t, name))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(permute_steps(x, self.permutation))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = InputTransform(self.permutation, self.mean, self.std)(x)
+        run = self.model.forward_full if self.full else self.model
+        return run(x) if lengths is None else run(x, lengths)
+
+
+def pad(sequences: list[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences [L_i, F] -> x [N, T, F] zero-padded at the end (T: ``length`` or the longest), lengths [N].
+
+    An array [N, T, F] of the length asked for is passed through as it is.
+    """
+    if isinstance(sequences, np.ndarray) and sequences.ndim == 3 and length in (None, sequences.shape[1]):
+        return sequences, np.full(len(sequences), sequences.shape[1], np.int64)
+    lengths = np.array([len(s) for s in sequences], np.int64)
+    x = np.zeros((len(sequences), length or lengths.max(), sequences[0].shape[1]), np.float32)
+    for i, s in enumerate(sequences):
+        x[i, : len(s)] = s
+    return x, lengths
 
 
 def session(path, threads: int = 1):
@@ -50,7 +73,11 @@ def session(path, threads: int = 1):
 
 
 class OnnxBackend:
-    """An exported ``.onnx`` model on ONNX Runtime's CPU provider."""
+    """An exported ``.onnx`` model on ONNX Runtime's CPU provider.
+
+    A graph of one length takes x [N, T, F]; a variable-length graph takes x [N, T_max, F] zero-padded
+    at the end and lengths [N] (``export.py``).
+    """
 
     name = "onnxruntime"
 
@@ -62,31 +89,43 @@ class OnnxBackend:
             self.session = session(path, threads)
         except Exception as e:  # ONNX Runtime raises its own exception types for unreadable models
             raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        if len(inp.shape) != 3 or inp.shape[1:] != [784, 1]:
-            raise UserError(f"{path}: model input {inp.name} has shape {inp.shape}, expected [N, 784, 1]")
-        self.shape = inp.shape[1:]
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape
+        if len(shape) != 3 or not all(isinstance(v, int) for v in shape[1:]) or len(inputs) > 2:
+            raise UserError(f"{path}: model input {inputs[0].name} has shape {shape}, expected [N, T, F]")
+        self.input_names = [i.name for i in inputs]
+        T, self.features = shape[1:]
+        self.variable = len(inputs) == 2  # x and lengths
+        self.length, self.max_length = (None, T) if self.variable else (T, T)
         self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "unknown")
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x.reshape(len(x), *self.shape)})[0]
+    def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
+        x, lengths = pad(sequences, self.max_length)
+        feed = {self.input_names[0]: x}
+        if self.variable:
+            feed[self.input_names[1]] = lengths
+        return self.session.run(None, feed)[0]
 
 
 class TorchBackend:
-    """A classifier and its permutation run by PyTorch (the pruned stack, fused on the CPU) on ``threads``."""
+    """A classifier and its input transform run by PyTorch (the pruned stack, fused on the CPU) on ``threads``."""
 
     name = "pytorch"
     precision = "fp32"
 
-    def __init__(self, model: DilatedRNNClassifier, permutation=None, threads: int = 1):
+    def __init__(self, model: DilatedRNNClassifier, transform=None, threads: int = 1, data: dict | None = None):
         torch.set_num_threads(threads)
-        self.model = DeployModel(model.cpu().eval(), permutation).eval()
+        self.model = DeployModel(model.cpu().eval(), transform).eval()
         self.features = model.config.input_size
+        self.length = (data or {}).get("fixed_length")  # sequences of other lengths are refused
+        self.max_length = None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
+        x, lengths = pad(sequences)
+        same = (lengths == lengths[0]).all()  # one length: no grouping needed
         with torch.inference_mode():
-            return self.model(torch.from_numpy(x).reshape(len(x), -1, self.features)).numpy()
+            x = torch.from_numpy(x)
+            return (self.model(x) if same else self.model(x, torch.from_numpy(lengths))).numpy()
 
 
 def load_backend(source, threads: int = 1):
@@ -96,11 +135,13 @@ def load_backend(source, threads: int = 1):
     src = parse_source(source)
     if src.kind == "onnx":
         return OnnxBackend(src.location, threads)
-    return TorchBackend(*load_model(src), threads=threads)
+    model, transform, data = load_model(src)
+    return TorchBackend(model, transform, threads, data)
 
 
-def run_inference(backend, inputs: np.ndarray, batch_size: int = 256, warmup: int = 3, progress: bool = False):
-    """Logits [N, K] of ``inputs`` in batches, with each call's seconds (``warmup`` untimed calls first)."""
+def run_inference(backend, inputs, batch_size: int = 256, warmup: int = 3, progress: bool = False):
+    """Logits [N, K] of ``inputs`` (sequences [L, F]) in batches, with each call's seconds (``warmup``
+    untimed calls first)."""
     if batch_size < 1:
         raise ParameterError("batch_size", f"must be positive, got {batch_size}")
     for _ in range(warmup):
@@ -140,8 +181,9 @@ def infer_folder(source, input_dir, output_dir, batch_size: int = 256, threads: 
     """
     if output_dtype not in OUTPUT_DTYPES:
         raise ParameterError("output_dtype", f"must be fp32 or fp16, got {output_dtype!r}")
-    stems, inputs = read_bins(input_dir)
+    bin_paths(input_dir)  # a missing or empty folder is reported before the model is loaded
     backend = load_backend(source, threads)
+    stems, inputs = read_bins(input_dir, backend.features, backend.length, backend.max_length)
     logits, latencies = run_inference(backend, inputs, batch_size, progress=progress)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +195,7 @@ def infer_folder(source, input_dir, output_dir, batch_size: int = 256, threads: 
         "precision": backend.precision,
         "output_dtype": output_dtype,
         "threads": threads,
+        "num_classes": int(logits.shape[1]),
         **latency_stats(latencies, len(stems), batch_size),
     }
     write_json(output_dir / "infer.json", stats)

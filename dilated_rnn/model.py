@@ -157,7 +157,7 @@ class DilatedRNN(nn.Module):
         for i, (layer, d) in enumerate(zip(self.layers, self.dilations)):
             if i > 0:
                 h = self.drop(h)
-            n = -(-T // d)  # steps per chain, ceil(T / d)
+            n = (T + d - 1) // d  # steps per chain, ceil(T / d) (not -(-T // d): ONNX divides truncating)
             h = nn.functional.pad(h, (0, 0, 0, n * d - T))  # [B, n*d, F_l], zeros at the end
             # Step k*d + r goes to chain r: [B, n, d, F_l] -> [B, d, n, F_l] -> [B*d, n, F_l]
             h = h.reshape(B, n, d, -1).transpose(1, 2).reshape(B * d, n, -1)
@@ -261,14 +261,39 @@ class DilatedRNNClassifier(nn.Module):
             raise ValueError(f"sequence of {T} steps is shorter than the readout's {self.readout_steps}")
         return range(T - self.readout_steps, T)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, T, F] -> logits [B, K], computing only the needed chains."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, F] -> logits [B, K], computing only the needed chains.
+
+        ``lengths`` [B]: row b is a sequence of ``lengths[b]`` steps, then padding. Its logits are
+        those of the sequence run alone, read at its own last step(s): rows are grouped by length
+        and each group runs the pruned plan of its length, so the cost follows the real lengths
+        and padding never reaches an output.
+        """
+        if lengths is None:
+            return self._logits(x)
+        groups, rows = [], []
+        for length in torch.unique(lengths).tolist():
+            same = torch.nonzero(lengths == length).squeeze(1)
+            groups.append(self._logits(x.index_select(0, same)[:, :length]))  # [G, K]
+            rows.append(same)
+        return torch.cat(groups)[torch.argsort(torch.cat(rows))]  # back to the batch's row order
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(x.shape[1])))  # [B, d0, H_top]
         return self.head(h.reshape(B, -1))  # [B, d0*H_top] -> [B, K]
 
-    def forward_full(self, x: torch.Tensor) -> torch.Tensor:
-        """The same logits from the full computation of every step (slow)."""
+    def forward_full(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The same logits from the full computation of every step (slow; one graph for every length).
+
+        Padding comes after every real step of every chain, so the outputs at real steps are those
+        of the unpadded sequence; each row is read at its own last step(s).
+        """
         B, T, _ = x.shape
-        h = self.rnn.drop(self.rnn(x)[:, self._steps(T)])  # [B, d0, H_top]
-        return self.head(h.reshape(B, -1))
+        h = self.rnn(x)  # [B, T, H_top]
+        if lengths is None:
+            h = h[:, self._steps(T)]  # [B, d0, H_top]
+        else:  # row b reads steps lengths[b] - d0 .. lengths[b] - 1
+            steps = lengths.unsqueeze(1) - self.readout_steps + torch.arange(self.readout_steps, device=x.device)
+            h = h.gather(1, steps.unsqueeze(2).expand(-1, -1, h.shape[2]))  # [B, d0, H_top]
+        return self.head(self.rnn.drop(h).reshape(B, -1))

@@ -6,37 +6,40 @@ from pathlib import Path
 
 from .accuracy import accuracy_report
 from .bins import write_bins
-from .data import Split
-from .export import INT8_CELLS, PRECISIONS, export_onnx
+from .export import INT8_CELLS, PRECISIONS, export_length, export_onnx
 from .files import write_json
 from .infer import infer_folder
 from .sources import load_model
 
 
-def run_pipeline(checkpoint, test: Split, work_dir, precisions=PRECISIONS, batch_size: int = 256,
+def run_pipeline(checkpoint, test, work_dir, precisions=PRECISIONS, batch_size: int = 256,
                  batch_threads: int = 2, progress: bool = False) -> dict:
     """For each precision: export, batch-1 inference (1 thread), batched inference, accuracy. Returns the table.
 
     Accuracy is taken from both runs: int8 graphs compute their activation scales from the
     data of each call, so an image's int8 logits depend on the other images in its batch.
+    ``test``: the model's test split (MNIST: ``data.Split``; else ``datasets.SequenceSplit``).
     """
     work_dir = Path(work_dir)
-    model, perm = load_model(checkpoint)
+    model, transform, data = load_model(checkpoint)
+    sequences = test.sequences()
     bins = work_dir / "bins"
     if not (bins / "labels.npy").is_file():
-        write_bins(test.images, test.labels, bins)
+        write_bins(sequences, test.labels, bins)
     rows, skipped = [], {}
     for precision in precisions:
         if precision == "int8" and model.config.cell not in INT8_CELLS:
             skipped[precision] = f"ONNX Runtime quantises no {model.config.cell.upper()} op"
             continue
         onnx_path = work_dir / f"model-{precision}.onnx"
-        exported = export_onnx(model, perm, onnx_path, test.images[:512], precision=precision)
+        exported = export_onnx(model, transform, onnx_path, sequences[:512], precision=precision,
+                               max_length=export_length(data), data=data)
         one = infer_folder(onnx_path, bins, work_dir / f"out-{precision}-b1", batch_size=1, threads=1, progress=progress)
         many = infer_folder(onnx_path, bins, work_dir / f"out-{precision}", batch_size=batch_size,
                             threads=batch_threads, progress=progress)
-        acc = accuracy_report(work_dir / f"out-{precision}", bins / "labels.npy")
-        acc_one = accuracy_report(work_dir / f"out-{precision}-b1", bins / "labels.npy")
+        K = model.config.num_classes
+        acc = accuracy_report(work_dir / f"out-{precision}", bins / "labels.npy", num_classes=K)
+        acc_one = accuracy_report(work_dir / f"out-{precision}-b1", bins / "labels.npy", num_classes=K)
         rows.append({
             "precision": precision,
             "accuracy": acc["accuracy"],
@@ -51,15 +54,22 @@ def run_pipeline(checkpoint, test: Split, work_dir, precisions=PRECISIONS, batch
             "file_bytes": exported["bytes"],
             "parity": exported["parity"],
         })
-    result = {"checkpoint": str(checkpoint), "cell": model.config.cell, "permuted": perm is not None,
+    result = {"checkpoint": str(checkpoint), "cell": model.config.cell, "data": data["spec"],
+              "permuted": transform.permutation is not None,
               "rows": rows, "skipped": skipped}
     write_json(work_dir / "pipeline.json", result)
     return result
 
 
+def _task(result: dict) -> str:
+    if result.get("data", "mnist") == "mnist":
+        return f"{'permuted' if result['permuted'] else 'unpermuted'} MNIST"
+    return result["data"]
+
+
 def format_table(result: dict) -> str:
     lines = [
-        f"{result['checkpoint']} ({result['cell']}, {'permuted' if result['permuted'] else 'unpermuted'} MNIST)",
+        f"{result['checkpoint']} ({result['cell']}, {_task(result)})",
         f"{'precision':9} {'batch acc':>9} {'b1 acc':>8} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'images/s':>10} "
         f"{'total s':>7} {'size kB':>8}",
     ]

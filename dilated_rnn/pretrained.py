@@ -1,7 +1,8 @@
 """Pretrained models shipped inside the package: safetensors weights + a JSON card each.
 
-A card holds the model config, the pixel permutation (or null), the training
-config and the measured test accuracy. Nothing is unpickled: weights load with
+A card holds the model config, its input transform (the pixel permutation and
+the normalization, or null), its data (spec, class names), the training config
+and the measured test accuracy. Nothing is unpickled: weights load with
 safetensors, cards with json. Anywhere a checkpoint path is accepted,
 ``pretrained:NAME`` names one of these (``sources.py``; ``drnn pretrained`` lists them).
 """
@@ -11,12 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from .config import migrate_configs
 from .errors import UserError
 from .files import atomic_path, write_json
 from .model import DilatedRNNClassifier
+from .transform import InputTransform, as_transform
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -33,7 +33,7 @@ def available(directory: Path = WEIGHTS_DIR) -> list[dict]:
     return [read_card(p) for p in sorted(directory.glob("*.json"))]
 
 
-def save_pretrained(model: DilatedRNNClassifier, permutation, card: dict, directory: Path, name: str) -> None:
+def save_pretrained(model: DilatedRNNClassifier, transform, card: dict, directory: Path, name: str) -> None:
     """Write ``NAME.safetensors`` and ``NAME.json`` (atomically)."""
     from safetensors.torch import save_file
 
@@ -43,12 +43,12 @@ def save_pretrained(model: DilatedRNNClassifier, permutation, card: dict, direct
     write_json(directory / f"{name}.json", {
         **card,
         "model_config": model.config.to_dict(),
-        "permutation": None if permutation is None else permutation.tolist(),
+        **as_transform(transform).to_json(),
     })
 
 
 def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
-    """(model, permutation, card) of a shipped model."""
+    """(model, input transform, card) of a shipped model."""
     from safetensors.torch import load_file
 
     card_path = directory / f"{name}.json"
@@ -58,5 +58,4 @@ def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
     card = read_card(card_path)
     model = DilatedRNNClassifier.from_config(card["model_config"])
     model.load_state_dict(load_file(str(directory / f"{name}.safetensors")), strict=True)
-    perm = card["permutation"]
-    return model.eval(), None if perm is None else torch.tensor(perm, dtype=torch.long), card
+    return model.eval(), InputTransform.from_parts(card["permutation"], card.get("normalization")), card

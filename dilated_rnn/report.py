@@ -32,17 +32,20 @@ def plot_training(records: list[dict], path: Path) -> None:
     save_png(fig, path)
 
 
-def plot_confusion(matrix: list[list[int]], accuracy: float, path: Path) -> None:
-    """Test confusion matrix, rows true class, columns predicted, counts in the cells."""
+def plot_confusion(matrix: list[list[int]], accuracy: float, path: Path, classes=None) -> None:
+    """Test confusion matrix, rows true class, columns predicted, counts in the cells, classes by name."""
     plt = pyplot()
     k = len(matrix)
-    fig, ax = plt.subplots(figsize=(5.6, 5), dpi=110)
+    classes = classes or [str(c) for c in range(k)]
+    size = max(5.0, 0.45 * k + 1.5)
+    fig, ax = plt.subplots(figsize=(size * 1.12, size), dpi=110)
     ax.imshow([[min(v, 50) for v in row] for row in matrix], cmap="Blues")  # clipped so errors show
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > 25 else "black")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true",
-           title=f"Test confusion matrix ({100 * accuracy:.2f}% correct)")
+    ax.set(xticks=range(k), yticks=range(k), xticklabels=classes, yticklabels=classes, xlabel="predicted",
+           ylabel="true", title=f"Test confusion matrix ({100 * accuracy:.2f}% correct)")
+    ax.tick_params(axis="x", labelrotation=90 if max(map(len, classes)) > 3 else 0)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -91,7 +94,8 @@ def write_report(run_dir) -> dict:
     test = json.loads(test_path.read_text()) if test_path.is_file() else None
     if test is not None:
         files["confusion"] = run_dir / "confusion.png"
-        plot_confusion(test["test"]["confusion_matrix"], test["test"]["accuracy"], files["confusion"])
+        classes = config.get("data", {}).get("classes")
+        plot_confusion(test["test"]["confusion_matrix"], test["test"]["accuracy"], files["confusion"], classes)
     files["summary"] = run_dir / "report.md"
     write_bytes(files["summary"], _markdown(config, records, test).encode())
     return {name: str(p) for name, p in files.items()}
@@ -103,8 +107,10 @@ def _markdown(config: dict, records: list[dict], test: dict | None) -> str:
     decay = f"weight decay {train.get('weight_decay', 0.0)}"  # runs from before weight decay existed had none
     if train.get("weight_decay_start"):
         decay += f" from step {train['weight_decay_start']}"
+    spec = train.get("data", "mnist")
+    task = f"{'permuted' if train['permute'] else 'unpermuted'} MNIST" if spec == "mnist" else spec
     lines = [
-        f"# Run report: {model['cell'].upper()}, {'permuted' if train['permute'] else 'unpermuted'} MNIST",
+        f"# Run report: {model['cell'].upper()}, {task}",
         "",
         f"- layers: {len(model['hidden_sizes'])}, hidden sizes {model['hidden_sizes']}, dilations {model['dilations']}",
         f"- training: {train['optimizer']} lr {train['lr']}, schedule {train['schedule']}, clip {train['clip']}, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PREFIX = "pretrained:"
 KINDS = ("checkpoint", "pretrained", "onnx")
@@ -37,17 +38,25 @@ def pretrained_source(name: str) -> ModelSource:
     return ModelSource("pretrained", name)
 
 
-def load_model(source):
-    """(model, permutation) of a checkpoint or a shipped model, in evaluation mode."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+class LoadedModel(NamedTuple):
+    model: object  # DilatedRNNClassifier, in evaluation mode
+    transform: object  # its InputTransform: raw inputs -> the model's
+    data: dict  # datasets.Dataset.info() of the data it was trained on: spec, class names, lengths
+
+
+def load_model(source) -> LoadedModel:
+    """A checkpoint's or a shipped model's classifier, input transform and data description."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
+    from .datasets import mnist_info
     from .errors import UserError
     from .pretrained import load_pretrained
 
     src = parse_source(source)
     if src.kind == "pretrained":
-        model, permutation, _ = load_pretrained(src.location)
-        return model, permutation
+        model, transform, card = load_pretrained(src.location)
+        return LoadedModel(model, transform, card.get("data") or mnist_info())
     if src.kind == "onnx":
         raise UserError(f"{src.location}: an ONNX graph, not a checkpoint; this command needs a .pt or pretrained:NAME")
     ckpt = load_checkpoint(src.location)
-    return model_from_checkpoint(ckpt, src.location).eval(), permutation_from_checkpoint(ckpt, src.location)
+    return LoadedModel(model_from_checkpoint(ckpt, src.location).eval(), transform_from_checkpoint(ckpt, src.location),
+                       ckpt.get("data") or mnist_info())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import signal
 import threading
@@ -23,21 +24,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, transform_from_checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import Split, batch_indices, pixel_permutation, to_sequences
+from .data import batch_indices, pixel_permutation
+from .datasets import Dataset, as_dataset, check_readout, mnist_info
 from .distributed import any_across, barrier, check_replicas, init_from_env, mean_across, shard, wrap
-from .errors import TrainingDiverged, UserError
+from .errors import ParameterError, TrainingDiverged, UserError
 from .evaluate import evaluate
 from .files import append_jsonl, read_jsonl, write_json, write_jsonl
 from .model import DilatedRNNClassifier
 from .optim import WeightAverage, lr_factor, make_optimizer, set_weight_decay
+from .transform import InputTransform
 
 __all__ = ["ModelConfig", "Run", "TrainConfig", "TrainingDiverged", "finish", "train", "train_step"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0,
-               label_smoothing: float = 0.0, sam: float = 0.0) -> float:
+               label_smoothing: float = 0.0, sam: float = 0.0, lengths=None) -> float:
     """One optimisation step on a batch; returns the loss (at the current weights) as a float.
 
     With ``sam`` > 0 the step is sharpness-aware (SAM, Foret et al., 2021): the gradient g at the
@@ -46,7 +49,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: f
     (clipped, if ``clip``). It costs a second forward and backward pass.
     """
     def batch_loss():
-        return nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        logits = model(x) if lengths is None else model(x, lengths)
+        return nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss()
@@ -81,7 +85,8 @@ class Run:
     run_dir: Path
     cfg: TrainConfig
     model: DilatedRNNClassifier
-    permutation: torch.Tensor | None
+    transform: InputTransform  # raw inputs -> the model's (permutation, normalization)
+    data: dict  # Dataset.info(): spec, class names, lengths
     average: WeightAverage | None = None  # with cfg.ema: what is validated, kept and tested
     step: int = 0  # steps done
     best: dict = field(default_factory=lambda: {"step": 0, "val_accuracy": -1.0})
@@ -101,7 +106,9 @@ class Run:
         state = {
             "model_config": self.model.config.to_dict(),
             "train_config": asdict(self.cfg),
-            "permutation": self.permutation,
+            "permutation": self.transform.permutation,
+            "normalization": self.transform.normalization,
+            "data": self.data,
             "model": (self.validated if best else self.model).state_dict(),
             "optimizer": optimizer.state_dict(),
             "step": self.step,
@@ -114,18 +121,31 @@ class Run:
         return state
 
 
-def start_run(run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, main: bool = True) -> Run:
-    """A new run: weights drawn from the seed, the permutation if permuted, ``config.json`` written."""
+def start_run(run_dir: Path, dataset: Dataset, model_config: ModelConfig, cfg: TrainConfig, main: bool = True) -> Run:
+    """A new run: weights drawn from the seed, the input transform, ``config.json`` written."""
     if (run_dir / "last.pt").exists():
         raise UserError(f"{run_dir}: already holds a run; resume it or choose another run directory")
+    _check_fit(dataset, model_config, cfg)
     torch.manual_seed(cfg.seed)
     model = DilatedRNNClassifier.from_config(model_config)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
-    permutation = pixel_permutation(cfg.seed) if cfg.permute else None
+    permutation = pixel_permutation(cfg.seed, dataset.fixed_length) if cfg.permute else None
+    transform = InputTransform(permutation, dataset.transform.mean, dataset.transform.std)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg)})
-    return Run(run_dir, cfg, model, permutation, average)
+        write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg),
+                                             "data": dataset.info(), **transform.to_json()})
+    return Run(run_dir, cfg, model, transform, dataset.info(), average)
+
+
+def _check_fit(dataset: Dataset, config: ModelConfig, cfg: TrainConfig) -> None:
+    """The model's input and output sizes are the data's, and the readout fits the shortest sequence."""
+    if (config.input_size, config.num_classes) != (dataset.num_features, dataset.num_classes):
+        raise UserError(f"{dataset.spec}: {dataset.num_features} channels and {dataset.num_classes} classes, "
+                        f"but the model takes {config.input_size} and predicts {config.num_classes}")
+    if cfg.permute and dataset.fixed_length is None:
+        raise ParameterError("permute", "needs sequences of one length; this data's lengths vary")
+    check_readout(dataset, config.dilations[0])
 
 
 def resume_run(run_dir: Path, main: bool = True) -> Run:
@@ -138,8 +158,8 @@ def resume_run(run_dir: Path, main: bool = True) -> Run:
         if "ema" not in ckpt:
             raise UserError(f"{path}: the run averages its weights (ema {cfg.ema}) but the checkpoint has no average")
         average = WeightAverage(model_from_checkpoint({**ckpt, "model": ckpt["ema"]}, path), cfg.ema)
-    run = Run(run_dir, cfg, model_from_checkpoint(ckpt, path), permutation_from_checkpoint(ckpt, path), average,
-              step=ckpt["step"], best=ckpt["best"], optimizer_state=ckpt["optimizer"],
+    run = Run(run_dir, cfg, model_from_checkpoint(ckpt, path), transform_from_checkpoint(ckpt, path),
+              ckpt.get("data") or mnist_info(), average, step=ckpt["step"], best=ckpt["best"], optimizer_state=ckpt["optimizer"],
               started=time.perf_counter() - ckpt["elapsed_s"])
     torch.set_rng_state(ckpt["rng"]["torch"])  # after building the models, whose construction draws from it
     metrics = run_dir / "metrics.jsonl"
@@ -148,9 +168,17 @@ def resume_run(run_dir: Path, main: bool = True) -> Run:
     return run
 
 
+def stored_train_config(run_dir) -> TrainConfig:
+    """The training config of the run in ``run_dir`` (its ``config.json``), to load its data before resuming."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():  # written by a run's first step; without it, say what last.pt says
+        return TrainConfig.from_dict(load_checkpoint(Path(run_dir) / "last.pt")["train_config"])
+    return TrainConfig.from_dict(json.loads(path.read_text())["train"])
+
+
 def train(
     run_dir,
-    splits: dict[str, Split],
+    data: Dataset | dict,
     model_config: ModelConfig | None = None,
     cfg: TrainConfig | None = None,
     device: str = "auto",
@@ -158,7 +186,9 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict:
-    """Train (or resume) a run in ``run_dir``; returns a summary with the best checkpoint's test report.
+    """Train (or resume) a run in ``run_dir`` on ``data``; returns a summary with the best checkpoint's test report.
+
+    ``data`` is a ``datasets.Dataset``, or MNIST's splits as ``data.load_mnist`` returns them.
 
     Under torchrun every rank calls this; rank 0 alone writes files, logs and
     the progress bar, and alone returns the test report.
@@ -174,12 +204,13 @@ def train(
     run_dir = Path(run_dir)
     ctx, dev = init_from_env(device)
     main = ctx.is_main
-    run = resume_run(run_dir, main) if resume else start_run(run_dir, model_config or ModelConfig(),
+    data = as_dataset(data)
+    run = resume_run(run_dir, main) if resume else start_run(run_dir, data, model_config or ModelConfig(),
                                                              cfg or TrainConfig(), main)
     cfg = run.cfg
     optimizer = _to_device(run, dev)
     net = wrap(run.model, ctx, dev)  # DDP when several processes, else the model itself
-    splits = {name: split.subset(getattr(cfg, f"{name}_limit")) for name, split in splits.items()}
+    splits = {name: split.subset(getattr(cfg, f"{name}_limit")) for name, split in data.splits.items()}
     end = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
     save = (lambda name: _save(run, optimizer, name)) if main else (lambda name: None)
     losses = []
@@ -223,7 +254,7 @@ def _to_device(run: Run, dev: torch.device) -> torch.optim.Optimizer:
     return optimizer
 
 
-def _take_step(run: Run, net: nn.Module, optimizer, train_split: Split, ctx, dev) -> float:
+def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev) -> float:
     """Training step number ``run.step`` at its scheduled settings; returns its loss (mean over ranks)."""
     cfg, step = run.cfg, run.step
     for group in optimizer.param_groups:
@@ -231,9 +262,11 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split: Split, ctx, dev
     if cfg.weight_decay:
         set_weight_decay(optimizer, cfg.weight_decay if step >= cfg.weight_decay_start else 0.0)
     idx = shard(batch_indices(len(train_split), cfg.batch_size, step, cfg.seed), ctx)
-    x = to_sequences(train_split.images[idx], run.permutation).to(dev)
+    x, lengths = train_split.batch(idx)
+    x, lengths = run.transform(x).to(dev), None if lengths is None else lengths.to(dev)
     sam = cfg.sam if step >= cfg.sam_start else 0.0
-    loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam)
+    loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam,
+                      lengths=lengths)
     loss = mean_across(loss, ctx, dev)
     if run.average is not None:
         run.average.update(run.model, step)
@@ -245,13 +278,13 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split: Split, ctx, dev
     return loss
 
 
-def _log(run: Run, losses: list[float], optimizer, val_split: Split | None, ctx, dev, main: bool) -> dict:
+def _log(run: Run, losses: list[float], optimizer, val_split, ctx, dev, main: bool) -> dict:
     """The metrics record of this step (mean training loss since the last; validation if ``val_split``)."""
     record = {"step": run.step, "train_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
               "elapsed_s": run.seconds()}
     if val_split is not None:
         check_replicas(run.model, ctx, dev)
-        val = evaluate(run.validated, val_split, run.permutation, run.cfg.eval_batch_size, dev)
+        val = evaluate(run.validated, val_split, run.transform, run.cfg.eval_batch_size, dev)
         record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
     if main:
         append_jsonl(run.run_dir / "metrics.jsonl", record)
@@ -269,7 +302,7 @@ def _save(run: Run, optimizer, name: str) -> None:
     save_checkpoint(run.run_dir / name, run.state(optimizer, best=name == "best.pt"))
 
 
-def finish(run: Run, test: Split, dev) -> dict:
+def finish(run: Run, test, dev) -> dict:
     """Test-set report of the best validated weights, written to ``test.json``."""
     if run.best_weights is not None:
         model = copy.deepcopy(run.model)
@@ -282,7 +315,7 @@ def finish(run: Run, test: Split, dev) -> dict:
         "finished": True,
         "best": run.best,
         "train_seconds": run.seconds(),
-        "test": evaluate(model.to(dev), test, run.permutation, run.cfg.eval_batch_size, dev),
+        "test": evaluate(model.to(dev), test, run.transform, run.cfg.eval_batch_size, dev),
     }
     write_json(run.run_dir / "test.json", summary)
     return summary

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, permutation_from_checkpoint
+from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
 from dilated_rnn.pretrained import WEIGHTS_DIR, save_pretrained
 
 
@@ -29,8 +29,9 @@ def main(argv=None) -> int:
         "train_seconds": test["train_seconds"],
         "trained_on": args.trained_on,
         "source": str(args.run_dir),
+        "data": ckpt.get("data"),
     }
-    save_pretrained(model_from_checkpoint(ckpt), permutation_from_checkpoint(ckpt), card, WEIGHTS_DIR, args.name)
+    save_pretrained(model_from_checkpoint(ckpt), transform_from_checkpoint(ckpt), card, WEIGHTS_DIR, args.name)
     print(f"wrote {WEIGHTS_DIR / args.name}.safetensors and .json")
     return 0
 

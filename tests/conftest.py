@@ -38,9 +38,10 @@ def shipped_checkpoint(tmp_path_factory):
     def make(name: str):
         path = root / f"{name}.pt"
         if not path.exists():
-            model, permutation, card = load_pretrained(name)
+            model, transform, card = load_pretrained(name)
             save_checkpoint(path, {"model_config": model.config.to_dict(), "train_config": card["train_config"],
-                                   "permutation": permutation, "model": model.state_dict()})
+                                   "permutation": transform.permutation, "normalization": transform.normalization,
+                                   "model": model.state_dict()})
         return path
 
     return make

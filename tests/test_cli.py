@@ -97,6 +97,7 @@ def test_mrl_command(tmp_path, capsys):
 def test_every_help_line_states_its_real_default_once():
     from dilated_rnn.cli import _Help, build_parser
     from dilated_rnn.config import ModelConfig, TrainConfig
+    from dilated_rnn.datasets import default_dilations
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
@@ -108,4 +109,5 @@ def test_every_help_line_states_its_real_default_once():
     assert f"(default: {TrainConfig.lr})" in help_of["lr"] and "(default: lstm)" in help_of["cell"]
     train = commands["train"].parse_args([])
     assert (train.steps, train.batch_size, train.seed) == (TrainConfig.steps, TrainConfig.batch_size, TrainConfig.seed)
-    assert train.dilations == ModelConfig.dilations and train.hidden_sizes == ModelConfig.hidden_sizes[:1]
+    assert train.dilations is None and train.hidden_sizes == ModelConfig.hidden_sizes[:1]
+    assert default_dilations(784) == ModelConfig.dilations  # what "auto" gives MNIST: the paper's 1..256

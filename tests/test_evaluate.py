@@ -27,10 +27,10 @@ def test_a_class_without_examples_scores_zero_not_nan():
 def test_shipped_permuted_model_on_real_digits(mnist):
     model, perm, card = load_pretrained("gru-pmnist")
     test = mnist["test"].subset(300)
-    logits = predict_logits(model, test.images, perm, batch_size=128)
+    logits = predict_logits(model, test, perm, batch_size=128)
     assert logits.shape == (300, 10) and not model.training
     with torch.no_grad():  # the same logits from one call on the permuted sequences
-        torch.testing.assert_close(logits, model(to_sequences(test.images, perm)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits, model(to_sequences(test.images, perm.permutation)), rtol=1e-5, atol=1e-5)
     report = evaluate(model, test, perm, batch_size=128)
     assert report["accuracy"] > 0.9 and sum(map(sum, report["confusion_matrix"])) == 300
     assert evaluate(model, test, None, batch_size=128)["accuracy"] < 0.5  # without its permutation: lost

@@ -226,3 +226,52 @@ def test_dropout_drops_layer_outputs_in_training_only(cell):
     torch.testing.assert_close(dropped[kept], 2 * h[kept])
     assert not torch.allclose(model(x), plain)
     torch.testing.assert_close(plain_model.train()(x), plain)  # no dropout: training mode computes the same
+
+
+def _reference_logits(model, x, length):
+    """From the equations: the sequence alone, unpadded, read at its own last d0 steps."""
+    top = reference_forward(model.rnn, x[:, :length])  # [1, L, H_top]
+    return model.head(top[:, length - model.readout_steps :].reshape(1, -1))
+
+
+@pytest.mark.parametrize("cell,dilations", list(itertools.product(CELLS, SCHEDULES)))
+def test_variable_length_batches_are_exact(cell, dilations):
+    """Each row's logits are those of its sequence alone, whatever the padding after it holds."""
+    model = _classifier(cell, dilations)
+    gen = torch.Generator().manual_seed(len(dilations) * 7 + dilations[0])
+    lengths = torch.randint(max(1, dilations[0]), 26, (6,), generator=gen)
+    lengths[0] = 25  # the longest row sets T
+    x = torch.randn(6, 25, 2, dtype=torch.float64, generator=gen)
+    noisy = x.clone()
+    for b, n in enumerate(lengths.tolist()):
+        noisy[b, n:] = 1e3  # padding that would ruin any real output it reached
+    x.requires_grad_(True)
+    grouped = model(x, lengths)
+    full = model.forward_full(noisy, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone = model(x[b : b + 1, :n])
+        torch.testing.assert_close(grouped[b : b + 1], alone, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grouped[b : b + 1], _reference_logits(model, x.detach()[b : b + 1], n),
+                                   rtol=0, atol=1e-10)
+    torch.testing.assert_close(full, grouped, rtol=0, atol=1e-10)
+    grouped[:, 0].sum().backward()  # the gradient reaches each row's real steps only
+    for b, n in enumerate(lengths.tolist()):
+        assert x.grad[b, n:].abs().sum() == 0 and x.grad[b, :n].abs().sum() > 0
+
+
+def test_variable_length_cost_follows_the_real_lengths(monkeypatch):
+    """The cell steps run are those of each length's pruned plan, not of the padded maximum."""
+    from dilated_rnn.pruning import plan_outputs
+
+    model = DilatedRNNClassifier(3, [8] * 5, [1, 2, 4, 8, 16], "gru").eval()
+    model.rnn.fused = False  # PyTorch's modules, so that a hook sees every recurrence it runs
+    lengths = torch.tensor([400, 37, 120, 37, 5, 260])
+    x = torch.randn(len(lengths), 400, 3)
+    steps = []  # rows x steps of every recurrence call
+    for layer in model.rnn.layers:
+        layer.register_forward_hook(lambda module, inputs, output: steps.append(inputs[0].shape[0] * inputs[0].shape[1]))
+    with torch.no_grad():
+        model(x, lengths)
+    expected = sum(plan_outputs(n, model.rnn.dilations, [n - 1]).cell_steps for n in lengths.tolist())
+    padded = len(lengths) * plan_outputs(400, model.rnn.dilations, [399]).cell_steps
+    assert sum(steps) == expected and expected < padded / 2

@@ -32,7 +32,8 @@ def test_save_and_load_round_trip(tmp_path):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru"))
     perm = torch.randperm(784)
     save_pretrained(model, perm, {"test_accuracy": 0.5}, tmp_path, "tiny")
-    loaded, loaded_perm, card = load_pretrained("tiny", tmp_path)
+    loaded, transform, card = load_pretrained("tiny", tmp_path)
+    loaded_perm = transform.permutation
     x = torch.rand(2, 30, 1)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert torch.equal(loaded_perm, perm) and card["test_accuracy"] == 0.5
@@ -58,8 +59,10 @@ def test_commands_take_pretrained_models(tmp_path, mnist_dir, capsys):
 
 @pytest.mark.parametrize("name", ["lstm-mnist", "gru-pmnist"])
 def test_load_model_accepts_both_sources(name, shipped_checkpoint):
-    shipped, perm = load_model(f"pretrained:{name}")
-    from_checkpoint, perm2 = load_model(shipped_checkpoint(name))
+    shipped, transform, data = load_model(f"pretrained:{name}")
+    from_checkpoint, transform2, data2 = load_model(shipped_checkpoint(name))
+    perm, perm2 = transform.permutation, transform2.permutation
+    assert data["spec"] == data2["spec"] == "mnist" and transform.mean is None is transform2.mean
     assert (perm is None) == (perm2 is None) == (name == "lstm-mnist")
     if perm is not None:
         assert torch.equal(perm, perm2) and sorted(perm.tolist()) == list(range(784))

@@ -21,7 +21,9 @@ def test_parse_source(text, kind, location):
 
 def test_pretrained_source_loads_the_shipped_model():
     assert pretrained_source("rnn-pmnist") == ModelSource("pretrained", "rnn-pmnist")
-    model, perm = load_model(pretrained_source("rnn-pmnist"))
+    model, transform, data = load_model(pretrained_source("rnn-pmnist"))
+    perm = transform.permutation
+    assert data["spec"] == "mnist" and data["classes"] == [str(k) for k in range(10)]
     assert not model.training and model.config.cell == "rnn"
     assert sorted(perm.tolist()) == list(range(784)) and not torch.equal(perm, torch.arange(784))
 

@@ -177,9 +177,9 @@ def test_a_run_trains_on_its_label_smoothing_and_sam_from_its_start(tmp_path, sm
     seen = []
     real_step = dilated_rnn.train.train_step
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         seen.append(args[5:])  # label smoothing, SAM radius
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
     monkeypatch.setattr(dilated_rnn.train, "train_step", spy)
     train(tmp_path / "run", small_mnist, TINY, _cfg(steps=3, label_smoothing=0.3, sam=0.05, sam_start=1),
@@ -230,9 +230,9 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_p
     real_step = dilated_rnn.train.train_step
     calls = []
 
-    def step_then_nan(*args):
+    def step_then_nan(*args, **kwargs):
         calls.append(1)
-        loss = real_step(*args)
+        loss = real_step(*args, **kwargs)
         return float("nan") if len(calls) > 7 else loss
 
     monkeypatch.setattr(dilated_rnn.train, "train_step", step_then_nan)
