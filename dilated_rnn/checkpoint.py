@@ -94,7 +94,8 @@ def permutation_from_checkpoint(ckpt: dict, path="checkpoint") -> torch.Tensor |
 def transform_from_checkpoint(ckpt: dict, path="checkpoint") -> InputTransform:
     """The model's input transform: the stored permutation and normalization."""
     norm = ckpt.get("normalization")
-    if norm is not None and not (isinstance(norm, dict) and all(isinstance(norm.get(k), torch.Tensor)
-                                                                for k in ("mean", "std"))):
-        raise UserError(f"{path}: stored normalization is not a pair of mean and std tensors")
+    valid = norm is None or norm == {"per_sequence": True} or (
+        isinstance(norm, dict) and all(isinstance(norm.get(k), torch.Tensor) for k in ("mean", "std")))
+    if not valid:
+        raise UserError(f"{path}: stored normalization is neither per-sequence nor a pair of mean and std tensors")
     return InputTransform.from_parts(permutation_from_checkpoint(ckpt, path), norm)

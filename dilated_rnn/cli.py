@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from .cells import CELL_NAMES
-from .config import (ATC_OPSET, DEFAULT_OPSET, INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, ModelConfig,
-                     TrainConfig)
+from .config import (ATC_OPSET, DEFAULT_OPSET, INITS, NORMALIZATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES,
+                     ModelConfig, TrainConfig)
 from .errors import ParameterError, TrainingDiverged, UserError
 from .presets import DEFAULTS, MODEL_SETTINGS, PRESETS, resolve
 
@@ -124,6 +124,12 @@ def _add_train(sub) -> None:
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
     t.add_argument("--val-fraction", type=float, default=c.val_fraction,
                    help="share of each class held out for validation where the data gives none (not MNIST)")
+    t.add_argument("--select-ties", choices=("earliest", "loss"), default=c.select_ties,
+                   help="which of the validations tied at the best accuracy keeps best.pt: the earliest, or the "
+                        "lowest validation loss (for small validation sets)")
+    t.add_argument("--normalize", choices=("auto", *NORMALIZATIONS), default=c.normalize,
+                   help="input standardisation: auto (none for MNIST, channel otherwise), none, channel (per-channel "
+                        "statistics of the training split) or sequence (each sequence by its own)")
     t.add_argument("--eval-every", type=int, default=c.eval_every, help="validate every N steps")
     t.add_argument("--log-every", type=int, default=c.log_every, help="log the training loss every N steps")
     t.add_argument("--eval-batch-size", type=int, default=c.eval_batch_size, help="batch size of evaluation")
@@ -209,7 +215,7 @@ def _add_tools(sub) -> None:
     _command(sub, "pretrained", "list the models shipped with the package", cmd_pretrained)
 
     k = _command(sub, "bench", "speed: training step (fast vs. full) and inference latency/throughput", cmd_bench)
-    k.add_argument("--what", default="train,infer", help="comma-separated: train, infer")
+    k.add_argument("--what", default="train,infer", help="comma-separated: train, infer, lengths")
     k.add_argument("--cells", default=_csv(("lstm", "gru", "rnn")), help="comma-separated cells")
     k.add_argument("--threads", type=int, default=2, help="threads of training steps and batched inference")
     k.add_argument("--steps", type=int, default=5, help="timed training steps per variant (median reported)")
@@ -220,6 +226,8 @@ def _add_tools(sub) -> None:
     k.add_argument("--latency-images", type=int, default=500, help="batch-1 calls timed (one thread)")
     k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
     k.add_argument("--infer-batch-size", type=int, default=1000, help="batch size of the throughput run")
+    k.add_argument("--data", default="ucr:PLAID", help="variable-length data of the lengths benchmark")
+    k.add_argument("--length-batches", type=int, default=10, help="real batches timed in the lengths benchmark")
     k.add_argument("-o", "--out", type=Path, default=None, help="write the results as JSON here")
 
 
@@ -263,8 +271,9 @@ def _configs(args):
     limits = {f"{s}_limit": getattr(args, f"{s}_limit") for s in ("train", "val", "test")}
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
                         log_every=args.log_every, eval_batch_size=args.eval_batch_size, data=args.data or TrainConfig.data,
-                        val_fraction=args.val_fraction, **limits, **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
-    dataset = _load(train.data, args, train.val_fraction, train.seed)
+                        val_fraction=args.val_fraction, normalize=args.normalize, select_ties=args.select_ties,
+                        **limits, **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
+    dataset = _load(train.data, args, train.val_fraction, train.seed, train.normalize)
     dilations = args.dilations or default_dilations(dataset.max_length)
     hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
@@ -272,10 +281,11 @@ def _configs(args):
     return dataset, model, train
 
 
-def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed):
+def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed,
+          normalize: str = "auto"):
     from .datasets import load_dataset
 
-    return load_dataset(spec, args.data_dir, val_fraction, seed)
+    return load_dataset(spec, args.data_dir, val_fraction, seed, normalize)
 
 
 def _model_data(args, data: dict):
@@ -435,7 +445,7 @@ def cmd_bench(args) -> int:
     from .files import write_json
     from .sources import load_model, pretrained_source
 
-    what = _choices("--what", args.what, ("train", "infer"))
+    what = _choices("--what", args.what, ("train", "infer", "lengths"))
     cells = _choices("--cells", args.cells, CELL_NAMES)
     backends = _choices("--backends", args.backends, ("pytorch", "onnxruntime"))
     for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size"):
@@ -463,10 +473,28 @@ def cmd_bench(args) -> int:
                 results["infer"].append(r)
                 print(f"{cell:5} {backend:12} {r['latency_ms_p50']:7.3f} {r['latency_ms_p99']:7.3f} "
                       f"{r['batched_s']:9.3f} {r['images_per_s']:9.0f}", flush=True)
+    if "lengths" in what:
+        results["lengths"] = _bench_lengths(args, cells)
     if args.out:
         write_json(args.out, results)
         print(f"wrote {args.out}")
     return 0
+
+
+def _bench_lengths(args, cells) -> list[dict]:
+    from .bench import LENGTH_VARIANTS, bench_lengths
+
+    dataset = _load(args.data, args)
+    print(f"variable-length training step on {dataset.spec}, batch 16, median of {args.length_batches} real batches "
+          f"(seconds; cell steps per batch)")
+    print(f"{'cell':5} " + " ".join(f"{v:>9} {'steps':>9}" for v in LENGTH_VARIANTS) + f" {'grouped/padded':>14}")
+    rows = []
+    for cell in cells:
+        r = bench_lengths(dataset, cell, batches=args.length_batches)
+        rows.append(r)
+        print(f"{cell:5} " + " ".join(f"{r[v + '_s']:9.4f} {r[v + '_cell_steps_per_batch']:9.0f}" for v in LENGTH_VARIANTS)
+              + f" {r['grouped_s'] / r['padded_s']:14.3f}", flush=True)
+    return rows
 
 
 def _train_row(r: dict) -> str:

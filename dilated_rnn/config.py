@@ -16,6 +16,7 @@ from .errors import ParameterError
 INITS = ("tf", "orthogonal")
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
+NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (transform.py)
 PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
 DEFAULT_OPSET = 17
 ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
@@ -110,6 +111,12 @@ class TrainConfig:
     seed: int = 92916  # initialisation, batch order, permutation and a drawn validation split
     data: str = "mnist"  # datasets.load_dataset's spec: mnist, PATH.npz, PATH_TRAIN.ts, ucr:NAME
     val_fraction: float = 0.2  # of each class, held out for validation where the data gives none (not MNIST)
+    # How inputs are standardised (transform.py): "auto" is "none" for MNIST (pixels stay in [0, 1]) and
+    # "channel" for other data; "sequence" standardises each sequence by its own statistics.
+    normalize: str = "auto"
+    # Which validation keeps best.pt: the highest accuracy, its ties going to the earliest step ("earliest")
+    # or to the lowest validation loss ("loss": for small validation sets, where ties are common).
+    select_ties: str = "earliest"
     eval_every: int = 1000
     log_every: int = 100
     eval_batch_size: int = 1000
@@ -126,6 +133,8 @@ class TrainConfig:
             raise ParameterError("lr", f"must be positive, got {self.lr}")
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
+        _one_of("normalize", self.normalize, ("auto", *NORMALIZATIONS))
+        _one_of("select_ties", self.select_ties, ("earliest", "loss"))
         for name in ("momentum", "clip", "warmup", "weight_decay", "weight_decay_start", "sam_start"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be non-negative, got {getattr(self, name)}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import ParameterError, UserError
 from .transform import InputTransform, fit_normalization
 
 UCR_PREFIX = "ucr:"
@@ -127,11 +127,16 @@ def default_dilations(max_length: int) -> tuple[int, ...]:
 
 
 def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAULT_VAL_FRACTION,
-                 seed: int = 0) -> Dataset:
-    """The dataset ``spec`` names (module doc), with its validation split and fitted normalization."""
+                 seed: int = 0, normalize: str = "auto") -> Dataset:
+    """The dataset ``spec`` names (module doc), with its validation split and fitted normalization.
+
+    ``normalize`` (``transform.fit_normalization``): "auto" is "none" for MNIST, "channel" otherwise.
+    """
     if spec == "mnist":
         from .data import load_mnist
 
+        if normalize not in ("auto", "none"):
+            raise ParameterError("normalize", "must be auto or none for MNIST, whose pixels stay in [0, 1]")
         return as_dataset(load_mnist(data_dir))
     if spec.startswith(UCR_PREFIX):
         raw = _read_ts_pair(_bundled_ts(spec[len(UCR_PREFIX):]))
@@ -141,7 +146,7 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
         raw = _read_ts_pair(Path(spec))
     else:
         raise UserError(f"{spec}: unknown dataset; expected mnist, PATH.npz, PATH_TRAIN.ts or ucr:NAME")
-    return _assemble(spec, raw, val_fraction, seed)
+    return _assemble(spec, raw, val_fraction, seed, "channel" if normalize == "auto" else normalize)
 
 
 # --- raw data: each split as (list of [L, F] float32 arrays, labels array), plus where it came from ---
@@ -245,7 +250,7 @@ def _read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
 
 # --- checks, classes, validation split, padding, normalization ---
 
-def _assemble(spec: str, raw: dict, val_fraction: float, seed: int) -> Dataset:
+def _assemble(spec: str, raw: dict, val_fraction: float, seed: int, normalize: str) -> Dataset:
     source, splits = raw["source"], raw["splits"]
     features = {s.shape[1] for seqs, _ in splits.values() for s in seqs}
     if len(features) != 1:
@@ -269,7 +274,7 @@ def _assemble(spec: str, raw: dict, val_fraction: float, seed: int) -> Dataset:
         labelled["train"], labelled["val"] = _stratified(source, classes, *labelled["train"], val_fraction, seed)
     padded = {name: _pad(seqs, y) for name, (seqs, y) in labelled.items()}
     train = padded["train"]
-    return Dataset(spec, padded, features.pop(), classes, fit_normalization(train.x, train.lengths),
+    return Dataset(spec, padded, features.pop(), classes, fit_normalization(train.x, train.lengths, normalize),
                    f"stratified {val_fraction:g} of each class's training sequences, seed {seed}" if drawn else "given",
                    val_fraction if drawn else None, seed if drawn else None)
 

@@ -18,7 +18,7 @@ def predict_logits(model: nn.Module, split, transform=None, batch_size: int = 10
     chunks = []
     for start in range(0, len(split), batch_size):
         x, lengths = split.batch(torch.arange(start, min(start + batch_size, len(split))))
-        x = transform(x).to(device)
+        x = transform(x, lengths).to(device)
         chunks.append((model(x) if lengths is None else model(x, lengths.to(device))).float().cpu())
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, 0)

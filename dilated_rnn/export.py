@@ -109,6 +109,21 @@ def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, trans
     onnx.save(graph, str(path))
 
 
+def _convert(deploy: DeployModel, tmp: Path, precision: str, opset: int, input_name: str, output_name: str,
+             length: int) -> Path:
+    """The graph at ``precision`` in ``tmp``: exported in fp32, then converted."""
+    fp32 = tmp / "fp32.onnx"
+    _export_fp32(deploy, fp32, opset, input_name, output_name, length)
+    if precision == "fp32":
+        return fp32
+    final = tmp / f"{precision}.onnx"
+    if precision == "fp16":
+        _to_fp16(fp32, final)
+    else:
+        _to_int8(fp32, final, deploy.model.config.cell)
+    return final
+
+
 def check_parity(onnx_path: Path, deploy: DeployModel, sequences: list[np.ndarray], precision: str,
                  batch: int) -> dict:
     """ONNX Runtime vs PyTorch (the pruned plan of each length) on real sequences at batch 1 and ``batch``."""
@@ -172,15 +187,7 @@ def export_onnx(
     deploy = DeployModel(model.cpu().eval(), transform, full=max_length is not None)
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        _export_fp32(deploy, fp32, opset, input_name, output_name, max_length or lengths.pop())
-        final = fp32
-        if precision == "fp16":
-            final = Path(tmp) / "fp16.onnx"
-            _to_fp16(fp32, final)
-        elif precision == "int8":
-            final = Path(tmp) / "int8.onnx"
-            _to_int8(fp32, final, model.config.cell)
+        final = _convert(deploy, Path(tmp), precision, opset, input_name, output_name, max_length or lengths.pop())
         _add_metadata(final, precision, model, transform, data)
         onnx.checker.check_model(str(final))
         parity = check_parity(final, deploy, sequences, precision, batch=min(256, len(sequences)))

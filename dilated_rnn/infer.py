@@ -40,9 +40,10 @@ class DeployModel(nn.Module):
         t = as_transform(transform)
         for name in ("permutation", "mean", "std"):  # buffers: they follow .to() and .double()
             self.register_buffer(name, getattr(t, name))
+        self.per_sequence = t.per_sequence
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = InputTransform(self.permutation, self.mean, self.std)(x)
+        x = InputTransform(self.permutation, self.mean, self.std, self.per_sequence)(x, lengths)
         run = self.model.forward_full if self.full else self.model
         return run(x) if lengths is None else run(x, lengths)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import signal
@@ -130,7 +131,7 @@ def start_run(run_dir: Path, dataset: Dataset, model_config: ModelConfig, cfg: T
     model = DilatedRNNClassifier.from_config(model_config)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
     permutation = pixel_permutation(cfg.seed, dataset.fixed_length) if cfg.permute else None
-    transform = InputTransform(permutation, dataset.transform.mean, dataset.transform.std)
+    transform = dataclasses.replace(dataset.transform, permutation=permutation)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {"model": model.config.to_dict(), "train": asdict(cfg),
@@ -188,10 +189,9 @@ def train(
 ) -> dict:
     """Train (or resume) a run in ``run_dir`` on ``data``; returns a summary with the best checkpoint's test report.
 
-    ``data`` is a ``datasets.Dataset``, or MNIST's splits as ``data.load_mnist`` returns them.
-
-    Under torchrun every rank calls this; rank 0 alone writes files, logs and
-    the progress bar, and alone returns the test report.
+    ``data`` is a ``datasets.Dataset``, or MNIST's splits as ``data.load_mnist`` returns them. Under
+    torchrun every rank calls this; rank 0 alone writes files, logs and the progress bar, and alone
+    returns the test report.
 
     ``stop_after`` ends this call after that many more steps, saving
     ``last.pt`` without finishing the run. Ctrl+C finishes the step in flight,
@@ -224,11 +224,7 @@ def train(
                 record = _log(run, losses, optimizer, splits["val"] if validate_now else None, ctx, dev, main)
                 losses = []
                 if validate_now:  # after the log: a crash in between replays this step, never loses its record
-                    _keep_if_best(run, record["val_accuracy"], save)
-                    save("last.pt")
-                    if main:
-                        bar.write(f"step {run.step}: val accuracy {100 * record['val_accuracy']:.2f}%, "
-                                  f"loss {record['val_loss']:.4f}")
+                    _checkpoint(run, record, save, bar.write if main else None)
             if any_across(interrupted(), ctx, dev):
                 save("last.pt")
                 raise KeyboardInterrupt
@@ -263,7 +259,7 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev) -> fl
         set_weight_decay(optimizer, cfg.weight_decay if step >= cfg.weight_decay_start else 0.0)
     idx = shard(batch_indices(len(train_split), cfg.batch_size, step, cfg.seed), ctx)
     x, lengths = train_split.batch(idx)
-    x, lengths = run.transform(x).to(dev), None if lengths is None else lengths.to(dev)
+    x, lengths = run.transform(x, lengths).to(dev), None if lengths is None else lengths.to(dev)
     sam = cfg.sam if step >= cfg.sam_start else 0.0
     loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam,
                       lengths=lengths)
@@ -291,9 +287,21 @@ def _log(run: Run, losses: list[float], optimizer, val_split, ctx, dev, main: bo
     return record
 
 
-def _keep_if_best(run: Run, val_accuracy: float, save) -> None:
-    if val_accuracy > run.best["val_accuracy"]:
-        run.best = {"step": run.step, "val_accuracy": val_accuracy}
+def _checkpoint(run: Run, record: dict, save, say) -> None:
+    """After a validation: ``best.pt`` if it is the best yet, then ``last.pt``, then a line for the user."""
+    _keep_if_best(run, record, save)
+    save("last.pt")
+    if say is not None:
+        say(f"step {run.step}: val accuracy {100 * record['val_accuracy']:.2f}%, loss {record['val_loss']:.4f}")
+
+
+def _keep_if_best(run: Run, record: dict, save) -> None:
+    """Keep the validated weights if their accuracy is the best yet (ties: ``cfg.select_ties``)."""
+    accuracy, loss = record["val_accuracy"], record["val_loss"]
+    tie_won = (run.cfg.select_ties == "loss" and accuracy == run.best["val_accuracy"]
+               and loss < run.best.get("val_loss", math.inf))
+    if accuracy > run.best["val_accuracy"] or tie_won:
+        run.best = {"step": run.step, "val_accuracy": accuracy, "val_loss": loss}
         run.best_weights = {k: v.detach().clone() for k, v in run.validated.state_dict().items()}
         save("best.pt")
 

@@ -126,3 +126,19 @@ def test_resume_reloads_the_runs_data_and_continues_exactly(tmp_path, capsys):
     for key, value in whole["model"].items():
         assert torch.equal(value, split["model"][key]), key
     assert whole["data"]["val_fraction"] == 0.3 and whole["data"]["val_seed"] == 5
+
+
+def test_a_user_model_ships_as_a_pretrained_model(vowels_run, tmp_path):
+    from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
+    from dilated_rnn.datasets import load_dataset
+    from dilated_rnn.evaluate import evaluate
+    from dilated_rnn.pretrained import load_pretrained, save_pretrained
+
+    ckpt = load_checkpoint(vowels_run / "best.pt")
+    save_pretrained(model_from_checkpoint(ckpt), transform_from_checkpoint(ckpt), {"data": ckpt["data"]}, tmp_path,
+                    "vowels")
+    model, transform, card = load_pretrained("vowels", tmp_path)
+    assert card["data"]["classes"] == [str(k) for k in range(1, 10)] and transform.mean.shape == (12,)
+    test = load_dataset("ucr:JapaneseVowels").splits["test"]
+    summary = json.loads((vowels_run / "test.json").read_text())
+    assert evaluate(model, test, transform)["accuracy"] == summary["test"]["accuracy"]

@@ -279,3 +279,21 @@ def test_resume_of_an_averaging_run_without_its_average_is_a_clear_error(tmp_pat
     torch.save(state, tmp_path / "run" / "last.pt")
     with pytest.raises(UserError, match="last.pt: the run averages its weights .* but the checkpoint has no average"):
         train(tmp_path / "run", small_mnist, device="cpu", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("select_ties, kept_step", [("earliest", 3), ("loss", 9)])
+def test_ties_at_the_best_accuracy_go_where_select_ties_says(tmp_path, small_mnist, monkeypatch, select_ties,
+                                                             kept_step):
+    real_evaluate = dilated_rnn.train.evaluate
+    scores = iter([(0.5, 0.9), (0.5, 0.8), (0.5, 0.7), (0.4, 0.1)])  # steps 3, 6, 9, 12: a tie, then worse
+
+    def scripted(*args, **kwargs):
+        report = real_evaluate(*args, **kwargs)
+        if args[1] is small_mnist["val"]:
+            report["accuracy"], report["loss"] = next(scores)
+        return report
+
+    monkeypatch.setattr(dilated_rnn.train, "evaluate", scripted)
+    result = train(tmp_path / "run", small_mnist, TINY, _cfg(eval_every=3, select_ties=select_ties), device="cpu",
+                   progress=False)
+    assert result["best"]["step"] == kept_step and load_checkpoint(tmp_path / "run" / "best.pt")["step"] == kept_step
