@@ -285,13 +285,14 @@ def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed:
           normalize: str = "auto"):
     from .datasets import load_dataset
 
-    return load_dataset(spec, args.data_dir, val_fraction, seed, normalize)
+    return load_dataset(spec, getattr(args, "data_dir", None), val_fraction, seed, normalize)
 
 
 def _model_data(args, data: dict):
     """The dataset a loaded model was trained on (``--data`` overrides), split as its run split it."""
-    return _load(args.data or data["spec"], args, data.get("val_fraction") or TrainConfig.val_fraction,
-                 data.get("val_seed", TrainConfig.seed))
+    fraction, seed = data.get("val_fraction"), data.get("val_seed")  # None where the split was not drawn
+    return _load(args.data or data["spec"], args, fraction or TrainConfig.val_fraction,
+                 TrainConfig.seed if seed is None else seed)
 
 
 def cmd_train(args) -> int:
@@ -487,13 +488,14 @@ def _bench_lengths(args, cells) -> list[dict]:
     dataset = _load(args.data, args)
     print(f"variable-length training step on {dataset.spec}, batch 16, median of {args.length_batches} real batches "
           f"(seconds; cell steps per batch)")
-    print(f"{'cell':5} " + " ".join(f"{v:>9} {'steps':>9}" for v in LENGTH_VARIANTS) + f" {'grouped/padded':>14}")
+    print(f"{'cell':5} " + " ".join(f"{v:>9} {'steps':>9}" for v in LENGTH_VARIANTS) + f" {'exact/padded':>12}"
+          + f" {'exact/full':>10}")
     rows = []
     for cell in cells:
         r = bench_lengths(dataset, cell, batches=args.length_batches)
         rows.append(r)
         print(f"{cell:5} " + " ".join(f"{r[v + '_s']:9.4f} {r[v + '_cell_steps_per_batch']:9.0f}" for v in LENGTH_VARIANTS)
-              + f" {r['grouped_s'] / r['padded_s']:14.3f}", flush=True)
+              + f" {r['exact_s'] / r['padded_s']:12.3f} {r['exact_s'] / r['full_s']:10.3f}", flush=True)
     return rows
 
 

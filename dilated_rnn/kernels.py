@@ -55,12 +55,18 @@ def supports(x: torch.Tensor, cell: str) -> bool:
     return enabled() and not tracing and cell in CELL_NAMES and x.device.type == "cpu" and x.dtype == torch.float32
 
 
-def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str) -> torch.Tensor:
-    """One recurrent layer from a zero state: [N, n, F] -> outputs [N, n, H]."""
+def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str, start: torch.Tensor | None = None) -> torch.Tensor:
+    """One recurrent layer from a zero state: [N, n, F] -> outputs [N, n, H].
+
+    ``start`` [N] (fused path only): row i's steps before start[i] are padding, skipped with zero outputs.
+    """
     if not supports(x, cell):
+        if start is not None:
+            raise ValueError("per-row start steps need the fused CPU kernels")
         return layer(x)[0]
+    start = np.zeros(len(x), np.int64) if start is None else start.to(torch.int64).contiguous().numpy()
     gates_x = nn.functional.linear(x, layer.weight_ih_l0, layer.bias_ih_l0)  # [N, n, G*H]
-    return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell)
+    return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell, start)
 
 
 def stack_outputs(rnn, x: torch.Tensor, packed_plan) -> torch.Tensor:
@@ -111,19 +117,23 @@ def _packed_weights(rnn) -> np.ndarray:
 
 
 class _Recurrence(torch.autograd.Function):
-    """h = recurrence(gates_x, W_hh, b_hh) with the backward pass through time fused too."""
+    """h = recurrence(gates_x, W_hh, b_hh) with the backward pass through time fused too.
+
+    ``start`` [N]: row i begins (zero state) at step start[i]; its earlier steps are padding, output
+    zero and pass no gradient.
+    """
 
     @staticmethod
-    def forward(ctx, gates_x, w_hh, b_hh, cell):
+    def forward(ctx, gates_x, w_hh, b_hh, cell, start):
         _use_torch_threads()
         N, n, _ = gates_x.shape
         H = w_hh.shape[1]
         gx = gates_x.detach().contiguous().numpy()
         h = np.empty((N, n, H), np.float32)
         aux = np.empty((_AUX[cell], N, n, H), np.float32)  # what the backward pass needs
-        _FORWARD[cell](gx, np.ascontiguousarray(w_hh.detach().numpy().T), b_hh.detach().numpy(), h, aux)
+        _FORWARD[cell](gx, np.ascontiguousarray(w_hh.detach().numpy().T), b_hh.detach().numpy(), h, aux, start)
         h = torch.from_numpy(h)
-        ctx.cell = cell
+        ctx.cell, ctx.start = cell, start
         ctx.save_for_backward(w_hh, h, torch.from_numpy(aux))
         return h
 
@@ -135,11 +145,11 @@ class _Recurrence(torch.autograd.Function):
         d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
         d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
         _BACKWARD[ctx.cell](grad_h.contiguous().numpy(), np.ascontiguousarray(w_hh.detach().numpy().T), h.numpy(),
-                            aux.numpy(), d_gates, d_gates_h)
+                            aux.numpy(), d_gates, d_gates_h, ctx.start)
         d_gates_x, d_gates_h = torch.from_numpy(d_gates), torch.from_numpy(d_gates_h)
         h_prev = nn.functional.pad(h[:, :-1], (0, 0, 1, 0))  # the state each step read; zero first
         grad_w_hh = d_gates_h.reshape(-1, d_gates_h.shape[2]).T @ h_prev.reshape(-1, H)
-        return d_gates_x, grad_w_hh, d_gates_h.sum((0, 1)), None
+        return d_gates_x, grad_w_hh, d_gates_h.sum((0, 1)), None, None
 
 
 def _use_torch_threads() -> None:
@@ -206,23 +216,25 @@ if numba is not None:
 
     # ---- vanilla RNN: h_t = tanh(gx_t + h_{t-1} W_hh^T + b_hh); aux: nothing
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _rnn_forward(gx, w_hh_t, b_hh, hs, aux):
+    def _rnn_forward(gx, w_hh_t, b_hh, hs, aux, start):
         N, n, H = hs.shape
         for b in prange(N):
             gh = np.empty(H, np.float32)
             h = np.zeros(H, np.float32)
-            for t in range(n):
+            hs[b, : start[b]] = 0
+            for t in range(start[b], n):
                 _recurrent_gates(gh, h, w_hh_t, b_hh)
                 for j in range(H):
                     h[j] = _tanh(gx[b, t, j] + gh[j])
                     hs[b, t, j] = h[j]
 
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _rnn_backward(dout, w_hh_t, hs, aux, dgx, dgh):
+    def _rnn_backward(dout, w_hh_t, hs, aux, dgx, dgh, start):
         N, n, H = hs.shape
         for b in prange(N):
             dh = np.zeros(H, np.float32)
-            for t in range(n - 1, -1, -1):
+            dgx[b, : start[b]] = 0
+            for t in range(n - 1, start[b] - 1, -1):
                 for j in range(H):
                     h = hs[b, t, j]
                     dgx[b, t, j] = (dout[b, t, j] + dh[j]) * (np.float32(1) - h * h)
@@ -231,13 +243,15 @@ if numba is not None:
 
     # ---- LSTM, gates i, f, g, o: c_t = f c + i g, h_t = o tanh(c_t); aux: i, f, g, o, c, tanh(c)
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _lstm_forward(gx, w_hh_t, b_hh, hs, aux):
+    def _lstm_forward(gx, w_hh_t, b_hh, hs, aux, start):
         N, n, H = hs.shape
         for b in prange(N):
             gh = np.empty(4 * H, np.float32)
             h = np.zeros(H, np.float32)
             c = np.zeros(H, np.float32)
-            for t in range(n):
+            hs[b, : start[b]] = 0
+            aux[:, b, : start[b]] = 0  # c = 0 before the first real step, which the backward pass reads
+            for t in range(start[b], n):
                 _recurrent_gates(gh, h, w_hh_t, b_hh)
                 for j in range(H):
                     i, f, g, o, c[j], tc = _lstm_unit(gx[b, t, j] + gh[j], gx[b, t, H + j] + gh[H + j],
@@ -253,13 +267,14 @@ if numba is not None:
                     aux[5, b, t, j] = tc
 
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _lstm_backward(dout, w_hh_t, hs, aux, dgx, dgh):
+    def _lstm_backward(dout, w_hh_t, hs, aux, dgx, dgh, start):
         N, n, H = hs.shape
         one = np.float32(1)
         for b in prange(N):
             dh = np.zeros(H, np.float32)
             dc = np.zeros(H, np.float32)
-            for t in range(n - 1, -1, -1):
+            dgx[b, : start[b]] = 0
+            for t in range(n - 1, start[b] - 1, -1):
                 for j in range(H):
                     i, f, g, o = aux[0, b, t, j], aux[1, b, t, j], aux[2, b, t, j], aux[3, b, t, j]
                     tc = aux[5, b, t, j]
@@ -277,12 +292,14 @@ if numba is not None:
     # ---- GRU, gates r, z, n: n_t = tanh(gx_n + r (h W_hn^T + b_hn)), h_t = n + z (h_{t-1} - n)
     # aux: r, z, n, (h W_hn^T + b_hn)
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _gru_forward(gx, w_hh_t, b_hh, hs, aux):
+    def _gru_forward(gx, w_hh_t, b_hh, hs, aux, start):
         N, n, H = hs.shape
         for b in prange(N):
             gh = np.empty(3 * H, np.float32)
             h = np.zeros(H, np.float32)
-            for t in range(n):
+            hs[b, : start[b]] = 0
+            aux[:, b, : start[b]] = 0
+            for t in range(start[b], n):
                 _recurrent_gates(gh, h, w_hh_t, b_hh)
                 for j in range(H):
                     r, z, nn_, h[j] = _gru_unit(gx[b, t, j] + gh[j], gx[b, t, H + j] + gh[H + j],
@@ -294,12 +311,14 @@ if numba is not None:
                     aux[3, b, t, j] = gh[2 * H + j]
 
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-    def _gru_backward(dout, w_hh_t, hs, aux, dgx, dgh):
+    def _gru_backward(dout, w_hh_t, hs, aux, dgx, dgh, start):
         N, n, H = hs.shape
         one = np.float32(1)
         for b in prange(N):
             dh = np.zeros(H, np.float32)
-            for t in range(n - 1, -1, -1):
+            dgx[b, : start[b]] = 0
+            dgh[b, : start[b]] = 0
+            for t in range(n - 1, start[b] - 1, -1):
                 for j in range(H):
                     r, z, nn_, ghn = aux[0, b, t, j], aux[1, b, t, j], aux[2, b, t, j], aux[3, b, t, j]
                     h_prev = hs[b, t - 1, j] if t > 0 else np.float32(0)

@@ -37,6 +37,10 @@ Two ways to run the stack, with identical results:
   recurrence there runs as one compiled loop (``kernels.py``) rather than
   PyTorch's per-step modules; ``fused = False`` turns that off.
 
+A batch of sequences of different lengths (``lengths``, each padded at the
+end) is read at each sequence's own last step; ``DilatedRNNClassifier.forward``
+keeps that exact and pays only for the real steps.
+
 Dropout (``dropout`` > 0, training mode only) is part of the config but acts
 only in training: each layer's outputs are dropped on their way up,
 into the next layer or the classifier's head, never along the recurrent
@@ -170,28 +174,35 @@ class DilatedRNN(nn.Module):
         """Dropout on layer outputs on their way up (module doc); the identity in evaluation mode."""
         return nn.functional.dropout(h, self.dropout, self.training) if self.dropout else h
 
-    def outputs_at(self, x: torch.Tensor, steps) -> torch.Tensor:
+    def outputs_at(self, x: torch.Tensor, steps, shift: torch.Tensor | None = None) -> torch.Tensor:
         """Top-layer outputs at ``steps`` only: [B, T, F] -> [B, len(steps), H_top].
 
         Equal to ``forward(x)[:, steps]`` but computes only the chains those
-        outputs depend on.
+        outputs depend on. ``shift`` [B] (fused kernels only): row b's first
+        ``shift[b]`` steps are padding in front of its sequence; every chain
+        skips them, so its outputs are those of the sequence alone.
         """
         B, T, _ = x.shape
         steps = tuple(steps)
         dropping = self.training and self.dropout > 0
-        if self.fused and not torch.is_grad_enabled() and not dropping and kernels.supports(x, self.cell):
+        fused = self.fused and kernels.supports(x, self.cell)
+        if fused and shift is None and not torch.is_grad_enabled() and not dropping:
             packed = self._cached(("packed", T, steps), lambda: kernels.pack_plan(self, self._plan(T, steps)))
             return kernels.stack_outputs(self, x, packed)
         layers_plan, readout = self._indices(T, steps, x.device)
         h = x
-        for i, (layer, (gather, R, n, padded)) in enumerate(zip(self.layers, layers_plan)):
+        for i, (layer, (gather, R, n, padded, residues, d)) in enumerate(zip(self.layers, layers_plan)):
             if i > 0:  # each output the layer below computed, once, before the gather may repeat it
                 h = self.drop(h)
             if padded:  # one zero row at index len(h) stands for every padded step
                 h = torch.cat([h, h.new_zeros(B, 1, h.shape[2])], dim=1)
             # The chains' inputs, chain-major: [B, R*n, F_l] -> [B*R, n, F_l]
             h = h.index_select(1, gather).reshape(B * R, n, -1)
-            h = kernels.run_layer(layer, h, self.cell) if self.fused else layer(h)[0]  # [B*R, n, H_l]
+            if shift is not None:  # chain (b, r) reaches row b's sequence at step ceil((shift_b - r) / d)
+                start = ((shift.unsqueeze(1) - residues + d - 1) // d).clamp(min=0).reshape(B * R)
+                h = kernels.run_layer(layer, h, self.cell, start)
+            else:
+                h = kernels.run_layer(layer, h, self.cell) if self.fused else layer(h)[0]  # [B*R, n, H_l]
             h = h.reshape(B, R * n, -1)  # outputs at the layer's plan positions
         return h.index_select(1, readout)  # [B, len(steps), H_top]
 
@@ -208,8 +219,9 @@ class DilatedRNN(nn.Module):
         def make():
             plan = self._plan(T, steps)
             layers_plan = [
-                (torch.tensor(lp.gather, device=device), len(lp.residues), lp.length, lp.padded)
-                for lp in plan.layers
+                (torch.tensor(lp.gather, device=device), len(lp.residues), lp.length, lp.padded,
+                 torch.tensor(lp.residues, device=device), d)
+                for lp, d in zip(plan.layers, self.dilations)
             ]
             return layers_plan, torch.tensor(plan.readout, device=device)
 
@@ -265,18 +277,32 @@ class DilatedRNNClassifier(nn.Module):
         """[B, T, F] -> logits [B, K], computing only the needed chains.
 
         ``lengths`` [B]: row b is a sequence of ``lengths[b]`` steps, then padding. Its logits are
-        those of the sequence run alone, read at its own last step(s): rows are grouped by length
-        and each group runs the pruned plan of its length, so the cost follows the real lengths
-        and padding never reaches an output.
+        those of the sequence run alone, read at its own last step(s), and the recurrences run only
+        its real steps: with the fused CPU kernels the batch is right-aligned and one pruned plan
+        runs, each chain skipping its row's front padding; elsewhere rows are grouped by length and
+        each group runs the pruned plan of its length.
         """
         if lengths is None:
             return self._logits(x)
+        if self.rnn.fused and kernels.supports(x, self.rnn.cell):
+            return self._logits_aligned(x, lengths)
         groups, rows = [], []
         for length in torch.unique(lengths).tolist():
             same = torch.nonzero(lengths == length).squeeze(1)
             groups.append(self._logits(x.index_select(0, same)[:, :length]))  # [G, K]
             rows.append(same)
         return torch.cat(groups)[torch.argsort(torch.cat(rows))]  # back to the batch's row order
+
+    def _logits_aligned(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Every row right-aligned to end at step T-1, one pruned plan for the batch; the fused kernels
+        skip each chain's steps before its row's sequence begins, so the logits are exact."""
+        B, T, _ = x.shape
+        shift = T - lengths  # [B] padding in front of each row once right-aligned
+        source = torch.arange(T, device=x.device).unsqueeze(0) - shift.unsqueeze(1)  # [B, T] step read, < 0: pad
+        x = x.gather(1, source.clamp(min=0).unsqueeze(2).expand(-1, -1, x.shape[2]))  # [B, T, F] right-aligned
+        x = x * (source >= 0).unsqueeze(2)  # zeros in front (never read: the kernels skip them)
+        h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(T), shift))  # [B, d0, H_top]
+        return self.head(h.reshape(B, -1))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]

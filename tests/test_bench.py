@@ -50,3 +50,14 @@ def test_cli_bench_rejects_bad_flags(flags, message, capsys):
     assert main(["bench", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_bench_lengths_on_real_variable_length_data(tmp_path, capsys):
+    out = tmp_path / "lengths.json"
+    assert main(["bench", "--what", "lengths", "--cells", "gru", "--data", "ucr:JapaneseVowels",
+                 "--length-batches", "2", "--threads", "1", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())["lengths"][0]
+    assert r["data"] == "ucr:JapaneseVowels" and r["batches"] == 2 and len(r["exact_times_s"]) == 2
+    # real steps of each length's plan, fewer than the padded batch's plan, far fewer than every step
+    assert r["exact_cell_steps_per_batch"] < r["padded_cell_steps_per_batch"] < r["full_cell_steps_per_batch"]
+    assert "exact/padded" in capsys.readouterr().out

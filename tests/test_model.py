@@ -3,6 +3,7 @@ import itertools
 import pytest
 import torch
 
+from dilated_rnn import kernels
 from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig
 from dilated_rnn.reference import reference_forward
 
@@ -275,3 +276,57 @@ def test_variable_length_cost_follows_the_real_lengths(monkeypatch):
     expected = sum(plan_outputs(n, model.rnn.dilations, [n - 1]).cell_steps for n in lengths.tolist())
     padded = len(lengths) * plan_outputs(400, model.rnn.dilations, [399]).cell_steps
     assert sum(steps) == expected and expected < padded / 2
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
+@pytest.mark.parametrize("cell,dilations", list(itertools.product(CELLS, SCHEDULES)))
+def test_variable_length_fused_path_is_exact(cell, dilations):
+    """On the CPU in float32 a batch is right-aligned and the kernels skip each row's front padding."""
+    model = _classifier(cell, dilations, torch.float32)
+    gen = torch.Generator().manual_seed(len(dilations) * 11 + dilations[-1])
+    lengths = torch.randint(max(1, dilations[0]), 31, (7,), generator=gen)
+    lengths[2] = 30
+    x = torch.randn(7, 30, 2, generator=gen)
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = 1e3  # padding that would ruin any real output it reached
+    x.requires_grad_(True)
+    logits = model(x, lengths)
+    double = _classifier(cell, dilations)
+    double.load_state_dict(model.state_dict())
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(logits[b : b + 1], model(x[b : b + 1, :n]), rtol=1e-5, atol=1e-5)
+        expected = _reference_logits(double, x.detach()[b : b + 1].double(), n).float()
+        torch.testing.assert_close(logits[b : b + 1], expected, rtol=1e-4, atol=1e-4)
+    weights = torch.randn(logits.shape, generator=gen)
+    (logits * weights).sum().backward()
+    fused_grads = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    x.grad = None
+    model.rnn.fused = False  # PyTorch's modules, grouped by length
+    (model(x, lengths) * weights).sum().backward()
+    for a, b in zip(fused_grads, [x.grad] + [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for b, n in enumerate(lengths.tolist()):
+        assert fused_grads[0][b, n:].abs().sum() == 0
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
+def test_fused_variable_length_work_follows_the_real_lengths(monkeypatch):
+    """The recurrences run exactly each length's pruned cell steps: one call per layer, padding skipped."""
+    from dilated_rnn.pruning import plan_outputs
+
+    model = DilatedRNNClassifier(3, [8] * 5, [1, 2, 4, 8, 16], "lstm")
+    lengths = torch.tensor([400, 37, 120, 37, 5, 260])
+    x = torch.randn(len(lengths), 400, 3)
+    work, calls = [], []
+    real = kernels.run_layer
+
+    def counting(layer, h, cell, start=None):
+        calls.append(1)
+        work.append(h.shape[0] * h.shape[1] - int(start.sum()))
+        return real(layer, h, cell, start)
+
+    monkeypatch.setattr(kernels, "run_layer", counting)
+    model(x, lengths).sum().backward()
+    expected = sum(plan_outputs(n, model.rnn.dilations, [n - 1]).cell_steps for n in lengths.tolist())
+    assert len(calls) == 5 and sum(work) == expected
