@@ -15,11 +15,14 @@ optimizer (state_dict), step (steps done), best (dict: step, val_accuracy), rng
 Version 2 moved dropout, init and forget_bias from train_config to
 model_config; version-1 files are migrated on load (``config.migrate_configs``).
 Version 3 added normalization and data; earlier files are MNIST models without
-them.
+them. Version 4 seals the file with its SHA-256 (``integrity.py``), verified
+before anything in it is read; files of earlier versions carry no seal and are
+verified by the CRC-32 of every entry of their zip container instead.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -28,21 +31,23 @@ import torch
 
 from .config import ModelConfig, migrate_configs
 from .errors import UserError
-from .files import atomic_path
+from .files import write_bytes
+from .integrity import seal, unseal
 from .model import DilatedRNNClassifier
 from .transform import InputTransform
 
 FORMAT = "dilated-rnn-checkpoint"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 REQUIRED = ("model_config", "model", "permutation")
 
 
 def save_checkpoint(path, payload: dict) -> None:
     """Write ``payload`` (see module doc) atomically, stamped with the format and version."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, seal(buffer.getvalue()))
 
 
 def load_checkpoint(path) -> dict:
@@ -50,8 +55,14 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
+    data = path.read_bytes()
+    payload = unseal(data, path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if payload is None:  # written before seals: every zip entry's CRC-32 must hold
+            bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+            if bad is not None:
+                raise ValueError(f"CRC mismatch in {bad}")
+        ckpt = torch.load(io.BytesIO(data if payload is None else payload), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a readable dilated-rnn checkpoint ({first})") from None
@@ -62,6 +73,8 @@ def load_checkpoint(path) -> dict:
             f"{path}: checkpoint format version {ckpt.get('format_version')!r}, "
             f"this version of dilated-rnn reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
+    if payload is None and ckpt["format_version"] >= 4:
+        raise UserError(f"{path}: its checksum seal is missing or damaged")
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")

@@ -310,9 +310,9 @@ def cmd_train(args) -> int:
     try:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
                        progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl+C or SIGTERM: the conventional 128 + the signal's number
         print(f"interrupted; state saved in {run_dir / 'last.pt'} (continue with --resume {run_dir})", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)
     finally:
         shutdown()
     if "test" not in result:  # a rank other than 0 under torchrun
@@ -540,6 +540,10 @@ def main(argv=None) -> int:
         print(f"drnn {args.command}: error: {e}", file=sys.stderr)
     except TrainingDiverged as e:
         print(f"drnn {args.command}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a write error: files are written whole or not at all (files.py)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"drnn {args.command}: error: {where}{e.strerror or e}; earlier files are intact", file=sys.stderr)
         return 1
     return 2
 

@@ -77,12 +77,16 @@ def mean_across(value: float, ctx: Context, dev: torch.device) -> float:
     return t.item() / ctx.world
 
 
-def any_across(flag: bool, ctx: Context, dev: torch.device) -> bool:
+def max_across(value: int, ctx: Context, dev: torch.device) -> int:
     if ctx.world == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=dev)
+        return value
+    t = torch.tensor([int(value)], device=dev)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return int(t.item())
+
+
+def any_across(flag: bool, ctx: Context, dev: torch.device) -> bool:
+    return bool(max_across(int(flag), ctx, dev))
 
 
 def check_replicas(model: torch.nn.Module, ctx: Context, dev: torch.device) -> None:

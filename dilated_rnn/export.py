@@ -38,6 +38,7 @@ from .data import to_sequences
 from .errors import ParameterError, UserError
 from .files import atomic_path
 from .infer import DeployModel, OnnxBackend, pad
+from .integrity import write_sidecar
 from .model import DilatedRNNClassifier
 from .transform import as_transform
 
@@ -190,6 +191,7 @@ def export_onnx(
         final = _convert(deploy, Path(tmp), precision, opset, input_name, output_name, max_length or lengths.pop())
         _add_metadata(final, precision, model, transform, data)
         onnx.checker.check_model(str(final))
+        write_sidecar(final)  # the parity check reads the graph as drnn infer will: verified
         parity = check_parity(final, deploy, sequences, precision, batch=min(256, len(sequences)))
         if not parity["passed"]:
             raise UserError(
@@ -199,6 +201,7 @@ def export_onnx(
             )
         with atomic_path(path) as out:
             out.write_bytes(final.read_bytes())
+        write_sidecar(path)  # PATH.sha256: drnn infer verifies the graph against it
     graph = onnx.load(str(path))
     return {
         "path": str(path),

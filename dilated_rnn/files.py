@@ -20,10 +20,36 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # name the file whose write failed
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+
+
+@contextlib.contextmanager
+def exclusive(directory, purpose: str = "drnn train"):
+    """Hold ``directory/.lock`` exclusively (the folder is created); refuse at once if another process does."""
+    import fcntl
+
+    from .errors import UserError
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{directory}: another {purpose} (pid {holder}) is using it; wait for it to end or "
+                            "choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _umask() -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from .bins import bin_paths, read_bins, write_output
 from .errors import ParameterError, UserError
 from .files import write_json
+from .integrity import sidecar, verify_sidecar
 from .model import DilatedRNNClassifier
 from .sources import parse_source
 from .transform import InputTransform, as_transform
@@ -86,10 +87,14 @@ class OnnxBackend:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such model file")
+        verified = verify_sidecar(path)
         try:
             self.session = session(path, threads)
         except Exception as e:  # ONNX Runtime raises its own exception types for unreadable models
             raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if not verified and meta.get("producer") == "dilated-rnn":
+            raise UserError(f"{path}: {sidecar(path).name} is missing; a graph drnn exported is verified against it")
         inputs = self.session.get_inputs()
         shape = inputs[0].shape
         if len(shape) != 3 or not all(isinstance(v, int) for v in shape[1:]) or len(inputs) > 2:
@@ -98,7 +103,7 @@ class OnnxBackend:
         T, self.features = shape[1:]
         self.variable = len(inputs) == 2  # x and lengths
         self.length, self.max_length = (None, T) if self.variable else (T, T)
-        self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "unknown")
+        self.precision = meta.get("precision", "unknown")
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
         x, lengths = pad(sequences, self.max_length)

@@ -3,7 +3,8 @@
 A card holds the model config, its input transform (the pixel permutation and
 the normalization, or null), its data (spec, class names), the training config
 and the measured test accuracy. Nothing is unpickled: weights load with
-safetensors, cards with json. Anywhere a checkpoint path is accepted,
+safetensors, cards with json, each only after its SHA-256 matches the folder's
+``SHA256SUMS`` (``integrity.py``). Anywhere a checkpoint path is accepted,
 ``pretrained:NAME`` names one of these (``sources.py``; ``drnn pretrained`` lists them).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from .config import migrate_configs
 from .errors import UserError
 from .files import atomic_path, write_json
+from .integrity import verify_in_manifest, write_manifest
 from .model import DilatedRNNClassifier
 from .transform import InputTransform, as_transform
 
@@ -22,8 +24,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def read_card(path: Path) -> dict:
-    """A card in today's layout (cards written before the model config held dropout and init are migrated)."""
-    card = json.loads(path.read_text())
+    """A verified card in today's layout (cards written before the model config held dropout and init are
+    migrated)."""
+    card = json.loads(verify_in_manifest(path))
     card["model_config"], card["train_config"] = migrate_configs(card["model_config"], card.get("train_config"))
     return {"name": path.stem, **card}
 
@@ -45,11 +48,13 @@ def save_pretrained(model: DilatedRNNClassifier, transform, card: dict, director
         "model_config": model.config.to_dict(),
         **as_transform(transform).to_json(),
     })
+    write_manifest(directory)
 
 
 def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
     """(model, input transform, card) of a shipped model."""
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     card_path = directory / f"{name}.json"
     if not card_path.is_file():
@@ -57,5 +62,9 @@ def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
         raise UserError(f"no pretrained model {name!r}; available: {names}")
     card = read_card(card_path)
     model = DilatedRNNClassifier.from_config(card["model_config"])
-    model.load_state_dict(load_file(str(directory / f"{name}.safetensors")), strict=True)
+    weights = directory / f"{name}.safetensors"
+    try:
+        model.load_state_dict(load(verify_in_manifest(weights)), strict=True)
+    except (SafetensorError, RuntimeError) as e:  # verified bytes that still do not fit: a wrong card
+        raise UserError(f"{weights}: weights do not match its card ({str(e).splitlines()[0][:200]})") from None
     return model.eval(), InputTransform.from_parts(card["permutation"], card.get("normalization")), card

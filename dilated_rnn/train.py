@@ -29,10 +29,10 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint,
 from .config import ModelConfig, TrainConfig
 from .data import batch_indices, pixel_permutation
 from .datasets import Dataset, as_dataset, check_readout, mnist_info
-from .distributed import any_across, barrier, check_replicas, init_from_env, mean_across, shard, wrap
+from .distributed import barrier, check_replicas, init_from_env, max_across, mean_across, shard, wrap
 from .errors import ParameterError, TrainingDiverged, UserError
 from .evaluate import evaluate
-from .files import append_jsonl, read_jsonl, write_json, write_jsonl
+from .files import append_jsonl, exclusive, read_jsonl, write_json, write_jsonl
 from .model import DilatedRNNClassifier
 from .optim import WeightAverage, lr_factor, make_optimizer, set_weight_decay
 from .transform import InputTransform
@@ -77,6 +77,14 @@ def _sharpness_aware_gradient(model, optimizer, batch_loss, radius: float) -> No
     with torch.no_grad():
         for p, w in zip(params, saved, strict=True):
             p.copy_(w)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped between steps by a signal, ``last.pt`` saved; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -126,7 +134,6 @@ def start_run(run_dir: Path, dataset: Dataset, model_config: ModelConfig, cfg: T
     """A new run: weights drawn from the seed, the input transform, ``config.json`` written."""
     if (run_dir / "last.pt").exists():
         raise UserError(f"{run_dir}: already holds a run; resume it or choose another run directory")
-    _check_fit(dataset, model_config, cfg)
     torch.manual_seed(cfg.seed)
     model = DilatedRNNClassifier.from_config(model_config)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
@@ -195,19 +202,25 @@ def train(
 
     ``stop_after`` ends this call after that many more steps, saving
     ``last.pt`` without finishing the run. Ctrl+C finishes the step in flight,
-    saves ``last.pt`` and raises ``KeyboardInterrupt``.
+    saves ``last.pt`` and raises ``Interrupted`` (a ``KeyboardInterrupt``); so does SIGTERM.
 
     With ``cfg.ema`` the averaged weights are what is validated and what
     ``best.pt`` holds as its model; ``last.pt`` holds the trained weights as its
     model and the average under ``ema``, to resume both.
     """
-    run_dir = Path(run_dir)
+    run_dir, data = Path(run_dir), as_dataset(data)
+    model_config, cfg = model_config or ModelConfig(), cfg or TrainConfig()
+    if not resume:  # before anything is written
+        _check_fit(data, model_config, cfg)
     ctx, dev = init_from_env(device)
-    main = ctx.is_main
-    data = as_dataset(data)
-    run = resume_run(run_dir, main) if resume else start_run(run_dir, data, model_config or ModelConfig(),
-                                                             cfg or TrainConfig(), main)
-    cfg = run.cfg
+    with exclusive(run_dir) if ctx.is_main else contextlib.nullcontext():  # one process writes a run directory
+        run = resume_run(run_dir, ctx.is_main) if resume else start_run(run_dir, data, model_config, cfg, ctx.is_main)
+        return _train(run, data, ctx, dev, progress, stop_after)
+
+
+def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | None) -> dict:
+    """The loop of ``train``: steps, logs, validations and checkpoints, then the test report."""
+    run_dir, main, cfg = run.run_dir, ctx.is_main, run.cfg
     optimizer = _to_device(run, dev)
     net = wrap(run.model, ctx, dev)  # DDP when several processes, else the model itself
     splits = {name: split.subset(getattr(cfg, f"{name}_limit")) for name, split in data.splits.items()}
@@ -225,9 +238,10 @@ def train(
                 losses = []
                 if validate_now:  # after the log: a crash in between replays this step, never loses its record
                     _checkpoint(run, record, save, bar.write if main else None)
-            if any_across(interrupted(), ctx, dev):
+            signum = max_across(interrupted(), ctx, dev)  # every rank stops at the same step
+            if signum:
                 save("last.pt")
-                raise KeyboardInterrupt
+                raise Interrupted(signum)
     if run.step < cfg.steps:
         save("last.pt")
         return {"run_dir": str(run_dir), "step": run.step, "finished": False, "best": run.best}
@@ -335,13 +349,15 @@ def _progress(start: int, total: int, enabled: bool) -> tqdm:
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Turn Ctrl+C into a flag the loop checks between steps, so a save never sees a half-done step."""
+    """Turn Ctrl+C (SIGINT) and a scheduler's SIGTERM into a flag the loop checks between steps, so a
+    save never sees a half-done step; the flag is the signal's number (0: none)."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: 0
         return
-    flag = []
-    previous = signal.signal(signal.SIGINT, lambda *_: flag.append(True))
+    caught = []
+    handlers = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: bool(flag)
+        yield lambda: caught[0] if caught else 0
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, previous in handlers.items():
+            signal.signal(s, previous)

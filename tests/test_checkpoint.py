@@ -95,7 +95,7 @@ def test_version_1_checkpoints_are_migrated_on_load(tmp_path):
            "train_config": {"steps": 10, "dropout": 0.25, "init": "orthogonal", "forget_bias": 2.0, "ema": 0.9}}
     torch.save(old, tmp_path / "v1.pt")
     ckpt = load_checkpoint(tmp_path / "v1.pt")
-    assert ckpt["format_version"] == FORMAT_VERSION == 3 and ckpt["normalization"] is None
+    assert ckpt["format_version"] == FORMAT_VERSION == 4 and ckpt["normalization"] is None
     assert ckpt["train_config"] == {"steps": 10, "ema": 0.9}
     clone = model_from_checkpoint(ckpt)
     assert (clone.config.dropout, clone.config.init, clone.config.forget_bias) == (0.25, "orthogonal", 2.0)

@@ -7,7 +7,7 @@ import torch
 
 import dilated_rnn.train
 
-from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint
+from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from dilated_rnn.data import pixel_permutation, to_sequences
 from dilated_rnn.errors import UserError
 from dilated_rnn.evaluate import evaluate
@@ -30,7 +30,7 @@ def test_training_runs_logs_checkpoints_and_reports(tmp_path, small_mnist):
     assert result["finished"] and result["step"] == 12
     assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test"]["num_examples"] == 200
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "test.json"]
+    assert names == [".lock", "best.pt", "config.json", "last.pt", "metrics.jsonl", "test.json"]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [3, 6, 9, 12]
     assert [("val_accuracy" in r) for r in records] == [False, True, False, True]
@@ -276,7 +276,7 @@ def test_resume_of_an_averaging_run_without_its_average_is_a_clear_error(tmp_pat
     train(tmp_path / "run", small_mnist, TINY, _cfg(ema=0.9), device="cpu", progress=False, stop_after=6)
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     del state["ema"]
-    torch.save(state, tmp_path / "run" / "last.pt")
+    save_checkpoint(tmp_path / "run" / "last.pt", state)
     with pytest.raises(UserError, match="last.pt: the run averages its weights .* but the checkpoint has no average"):
         train(tmp_path / "run", small_mnist, device="cpu", resume=True, progress=False)
 
