@@ -180,7 +180,7 @@ def bench_lengths(dataset, cell: str = "gru", hidden: int = 32, batch_size: int 
     from .pruning import plan_outputs
 
     train = dataset.splits["train"]
-    dilations = default_dilations(dataset.max_length)
+    dilations = default_dilations(dataset.train_max_length)
     torch.manual_seed(0)
     model = DilatedRNNClassifier(dataset.num_features, [hidden] * len(dilations), dilations, cell,
                                  dataset.num_classes)

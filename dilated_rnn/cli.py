@@ -274,7 +274,7 @@ def _configs(args):
                         val_fraction=args.val_fraction, normalize=args.normalize, select_ties=args.select_ties,
                         **limits, **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
     dataset = _load(train.data, args, train.val_fraction, train.seed, train.normalize)
-    dilations = args.dilations or default_dilations(dataset.max_length)
+    dilations = args.dilations or default_dilations(dataset.train_max_length)
     hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
                         num_classes=dataset.num_classes, **{k: recipe[k] for k in MODEL_SETTINGS})

@@ -83,7 +83,13 @@ class Dataset:
 
     @property
     def max_length(self) -> int:
+        """The longest sequence of any split: what a deployed graph must accept."""
         return max(_max_length(s) for s in self.splits.values())
+
+    @property
+    def train_max_length(self) -> int:
+        """The longest training sequence: what the model's schedule may be chosen from (not the test set)."""
+        return _max_length(self.splits["train"])
 
     @property
     def fixed_length(self) -> int | None:

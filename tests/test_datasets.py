@@ -75,6 +75,8 @@ def test_bundled_archive_sets():
     lengths = torch.cat([s.lengths for s in vowels.splits.values()])
     assert (vowels.num_features, vowels.num_classes) == (12, 9)
     assert (int(lengths.min()), int(lengths.max())) == (7, 29) and vowels.fixed_length is None
+    # the schedule's rule reads the training split alone; export reads every split
+    assert vowels.train_max_length == int(vowels.splits["train"].lengths.max()) < vowels.max_length == 29
     with pytest.raises(UserError, match="ucr:NoSuchSet: not bundled with sktime; bundled sets: .*GunPoint"):
         load_dataset("ucr:NoSuchSet")
 
