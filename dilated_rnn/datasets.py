@@ -309,11 +309,22 @@ def _stratified(source, classes, seqs, y, fraction: float, seed: int):
     return pick(~is_val), pick(is_val)
 
 
-def _pad(seqs: list[np.ndarray], labels: np.ndarray) -> SequenceSplit:
-    lengths = np.array([len(s) for s in seqs], np.int64)
-    x = np.zeros((len(seqs), lengths.max(), seqs[0].shape[1]), np.float32)
-    for i, s in enumerate(seqs):
+def pad_sequences(sequences: list[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences [L_i, F] -> x [N, T, F] zero-padded at the end (T: ``length`` or the longest), lengths [N].
+
+    An array [N, T, F] of the length asked for is passed through as it is.
+    """
+    if isinstance(sequences, np.ndarray) and sequences.ndim == 3 and length in (None, sequences.shape[1]):
+        return sequences, np.full(len(sequences), sequences.shape[1], np.int64)
+    lengths = np.array([len(s) for s in sequences], np.int64)
+    x = np.zeros((len(sequences), length or lengths.max(), sequences[0].shape[1]), np.float32)
+    for i, s in enumerate(sequences):
         x[i, : len(s)] = s
+    return x, lengths
+
+
+def _pad(seqs: list[np.ndarray], labels: np.ndarray) -> SequenceSplit:
+    x, lengths = pad_sequences(seqs)
     return SequenceSplit(torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(labels))
 
 

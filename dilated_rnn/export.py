@@ -35,9 +35,10 @@ import torch
 
 from .config import DEFAULT_OPSET, PRECISIONS
 from .data import to_sequences
+from .datasets import pad_sequences
 from .errors import ParameterError, UserError
 from .files import atomic_path
-from .infer import DeployModel, OnnxBackend, pad
+from .infer import DeployModel, OnnxBackend
 from .integrity import write_sidecar
 from .model import DilatedRNNClassifier
 from .transform import as_transform
@@ -129,7 +130,7 @@ def check_parity(onnx_path: Path, deploy: DeployModel, sequences: list[np.ndarra
                  batch: int) -> dict:
     """ONNX Runtime vs PyTorch (the pruned plan of each length) on real sequences at batch 1 and ``batch``."""
     graph = OnnxBackend(onnx_path, threads=1)
-    x, lengths = (torch.from_numpy(a) for a in pad(sequences))
+    x, lengths = (torch.from_numpy(a) for a in pad_sequences(sequences))
     pruned = copy.deepcopy(deploy)
     pruned.full = False
     with torch.no_grad():

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .bins import bin_paths, read_bins, write_output
+from .datasets import pad_sequences
 from .errors import ParameterError, UserError
 from .files import write_json
 from .integrity import sidecar, verify_sidecar
@@ -47,20 +48,6 @@ class DeployModel(nn.Module):
         x = InputTransform(self.permutation, self.mean, self.std, self.per_sequence)(x, lengths)
         run = self.model.forward_full if self.full else self.model
         return run(x) if lengths is None else run(x, lengths)
-
-
-def pad(sequences: list[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sequences [L_i, F] -> x [N, T, F] zero-padded at the end (T: ``length`` or the longest), lengths [N].
-
-    An array [N, T, F] of the length asked for is passed through as it is.
-    """
-    if isinstance(sequences, np.ndarray) and sequences.ndim == 3 and length in (None, sequences.shape[1]):
-        return sequences, np.full(len(sequences), sequences.shape[1], np.int64)
-    lengths = np.array([len(s) for s in sequences], np.int64)
-    x = np.zeros((len(sequences), length or lengths.max(), sequences[0].shape[1]), np.float32)
-    for i, s in enumerate(sequences):
-        x[i, : len(s)] = s
-    return x, lengths
 
 
 def session(path, threads: int = 1):
@@ -106,7 +93,7 @@ class OnnxBackend:
         self.precision = meta.get("precision", "unknown")
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
-        x, lengths = pad(sequences, self.max_length)
+        x, lengths = pad_sequences(sequences, self.max_length)
         feed = {self.input_names[0]: x}
         if self.variable:
             feed[self.input_names[1]] = lengths
@@ -127,7 +114,7 @@ class TorchBackend:
         self.max_length = None
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
-        x, lengths = pad(sequences)
+        x, lengths = pad_sequences(sequences)
         same = (lengths == lengths[0]).all()  # one length: no grouping needed
         with torch.inference_mode():
             x = torch.from_numpy(x)
