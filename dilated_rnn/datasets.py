@@ -182,8 +182,6 @@ def _npz_split(path: Path, name: str, arrays: dict) -> tuple[list[np.ndarray], n
     for key in (f"x_{name}", f"y_{name}"):
         if key not in arrays:
             raise UserError(f"{path}: {key} is missing (x_{name} and y_{name} go together)")
-        if arrays[key].dtype == object:
-            raise UserError(f"{path}: {key} is an object array; store plain numeric or string arrays")
     x, y = arrays[f"x_{name}"], arrays[f"y_{name}"]
     if not np.issubdtype(x.dtype, np.number):
         raise UserError(f"{path}: x_{name} has dtype {x.dtype}; expected numbers")
