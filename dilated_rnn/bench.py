@@ -6,11 +6,16 @@ interleaved so that drifting machine load affects them alike. Variants:
 
 * ``fused``  the pruned classifier with the fused recurrences (what ``drnn train`` runs on a CPU);
 * ``pruned`` the pruned classifier on PyTorch's RNN modules (``model.rnn.fused = False``);
-* ``full``   every step of every layer, one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` call per layer.
+* ``full``   every step of every layer, one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` call per layer;
+* ``full_fused`` every step of every layer on the fused recurrences (``DilatedRNN.forward`` on a CPU:
+  what sequence labelling trains).
 
 Inference: batch-1 latency (p50/p99) on one thread and batched throughput on
 ``threads`` threads, with PyTorch (the fused path) and ONNX Runtime (the fp32
-export), for real trained weights. Functions return data; printing is the CLI's job.
+export), for real trained weights. Streaming: the latency of one sample at batch 1
+on one thread, PyTorch's compiled update and the ONNX step graph, beside
+recomputing the pruned model on the prefix at every step. Functions return data;
+printing is the CLI's job.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from .errors import ParameterError
 from .model import DilatedRNNClassifier, ModelConfig
 from .optim import TFRMSprop
 
-TRAIN_VARIANTS = ("fused", "pruned", "full")
+TRAIN_VARIANTS = ("fused", "pruned", "full", "full_fused")
 
 
 def _sync(device: torch.device) -> None:
@@ -40,8 +45,8 @@ def _sync(device: torch.device) -> None:
 
 def _step_fn(model: DilatedRNNClassifier, variant: str, x, y):
     optimizer = TFRMSprop(model.parameters(), lr=1e-3)
-    model.rnn.fused = variant == "fused"
-    forward = model.forward_full if variant == "full" else model.forward
+    model.rnn.fused = variant in ("fused", "full_fused")
+    forward = model.forward_full if variant.startswith("full") else model.forward
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -160,6 +165,55 @@ def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latenc
         "batched_s": batched["seconds"],
         "images_per_s": batched["images_per_s"],
     }
+
+
+def bench_stream(model: DilatedRNNClassifier, transform, samples: int = 2000, prefixes: int = 20) -> dict:
+    """Seconds per streamed sample at batch 1 on one thread (p50, p99, mean, in microseconds).
+
+    ``pytorch``: ``streaming.Streamer``, one call per sample; ``onnxruntime``: the step graph (exported and
+    parity-checked on the way), one call per sample; ``prefix``: the pruned model recomputed on the prefix
+    x[:t+1] at every step (what anytime classification costs without a state), averaged over ``prefixes``
+    prefix lengths spread over the 784 steps. Inputs are random pixels (speed does not depend on them).
+    """
+    from .export import export_step_onnx
+    from .online import OnnxStream, TorchStream
+
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x = np.random.default_rng(0).random((1, samples, model.config.input_size), dtype=np.float32)
+    result = {"cell": model.config.cell, "samples": samples}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "step.onnx"
+            export_step_onnx(model, transform, path, [x[0, :64], x[0, 64:96]])
+            for name, backend in (("pytorch", TorchStream(model, transform)), ("onnxruntime", OnnxStream(path))):
+                result.update({f"{name}_us_{k}": v for k, v in _per_call_us(backend, x).items()})
+        pruned = TorchStream(model, transform).streamer.clf  # the same model, evaluation mode
+        image = torch.from_numpy(x[:, :784])
+        times = []
+        with torch.inference_mode():
+            for t in np.linspace(0, 783, prefixes).astype(int):
+                pruned(image[:, : t + 1])  # warm: compiles and caches this length's plan
+                start = time.perf_counter()
+                pruned(image[:, : t + 1])
+                times.append(time.perf_counter() - start)
+        result["prefix_us_mean"] = 1e6 * statistics.fmean(times)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return result
+
+
+def _per_call_us(backend, x: np.ndarray, warmup: int = 50) -> dict:
+    state = backend.start(1)
+    for k in range(warmup):
+        _, state = backend(x[:, k : k + 1], state)
+    times = []
+    for k in range(x.shape[1]):
+        start = time.perf_counter()
+        _, state = backend(x[:, k : k + 1], state)
+        times.append(time.perf_counter() - start)
+    us = sorted(1e6 * t for t in times)
+    return {"p50": us[len(us) // 2], "p99": us[min(len(us) - 1, int(0.99 * len(us)))], "mean": statistics.fmean(us)}
 
 
 LENGTH_VARIANTS = ("exact", "padded", "full")

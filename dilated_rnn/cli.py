@@ -160,7 +160,10 @@ def _add_export(sub) -> None:
     x.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset; {ATC_OPSET} for the Ascend ATC tool")
     x.add_argument("--input-name", default="Placeholder", help="input tensor name")
     x.add_argument("--output-name", default="the_outputs", help="output tensor name")
-    x.add_argument("--check-images", type=int, default=512, help="test images used for the parity check")
+    x.add_argument("--check-images", type=int, default=512,
+                   help="test sequences used for the parity check (default: 512; 16 with --streaming)")
+    x.add_argument("--streaming", action="store_true",
+                   help="the one-step graph instead: sample, state and position in; logits, state and position out")
     _add_data_flags(x)
 
 
@@ -181,6 +184,18 @@ def _add_deploy_files(sub) -> None:
     i.add_argument("--threads", type=int, default=1, help="intra-op threads")
     i.add_argument("--output-dtype", choices=("fp32", "fp16"), default="fp32", help="dtype of the logits files")
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = _command(sub, "stream", "run a model over sequences sample by sample: per-step predictions and latency",
+                 cmd_stream)
+    s.add_argument("model", help="a .pt checkpoint or pretrained:NAME (PyTorch), or a step graph from drnn export "
+                                 "--streaming (ONNX Runtime)")
+    s.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (T x F float32 each)")
+    s.add_argument("-o", "--output", type=Path, required=True,
+                   help="the .npz of per-step predictions to write (a .json summary is written beside it)")
+    s.add_argument("--labels", type=Path, default=None, help="labels.npy: adds accuracy against the fraction seen")
+    s.add_argument("--batch-size", type=int, default=1, help="sequences streamed side by side")
+    s.add_argument("--chunk", type=int, default=1, help="samples per call")
+    s.add_argument("--threads", type=int, default=1, help="intra-op threads")
 
     a = _command(sub, "accuracy", "accuracy of a folder of outputs against labels.npy", cmd_accuracy)
     a.add_argument("output_dir", type=Path, help="folder of NNNNN_output_0.bin files")
@@ -215,7 +230,7 @@ def _add_tools(sub) -> None:
     _command(sub, "pretrained", "list the models shipped with the package", cmd_pretrained)
 
     k = _command(sub, "bench", "speed: training step (fast vs. full) and inference latency/throughput", cmd_bench)
-    k.add_argument("--what", default="train,infer", help="comma-separated: train, infer, lengths")
+    k.add_argument("--what", default="train,infer", help="comma-separated: train, infer, stream, lengths")
     k.add_argument("--cells", default=_csv(("lstm", "gru", "rnn")), help="comma-separated cells")
     k.add_argument("--threads", type=int, default=2, help="threads of training steps and batched inference")
     k.add_argument("--steps", type=int, default=5, help="timed training steps per variant (median reported)")
@@ -226,6 +241,7 @@ def _add_tools(sub) -> None:
     k.add_argument("--latency-images", type=int, default=500, help="batch-1 calls timed (one thread)")
     k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
     k.add_argument("--infer-batch-size", type=int, default=1000, help="batch size of the throughput run")
+    k.add_argument("--stream-samples", type=int, default=2000, help="samples timed one by one per streaming backend")
     k.add_argument("--data", default="ucr:PLAID", help="variable-length data of the lengths benchmark")
     k.add_argument("--length-batches", type=int, default=10, help="real batches timed in the lengths benchmark")
     k.add_argument("-o", "--out", type=Path, default=None, help="write the results as JSON here")
@@ -352,6 +368,8 @@ def cmd_export(args) -> int:
     from .sources import load_model
 
     model, transform, data = load_model(_source(args))
+    if args.streaming:
+        return _export_streaming(args, model, transform, data)
     test = _model_data(args, data).splits["test"].subset(_positive("--check-images", args.check_images))
     report = export_onnx(model, transform, args.output, test.sequences(), args.precision, args.opset,
                          args.input_name, args.output_name, max_length=export_length(data), data=data)
@@ -360,6 +378,39 @@ def cmd_export(args) -> int:
           f"ops: {', '.join(report['ops'])})")
     print(f"parity with PyTorch on {p['images']} test sequences: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
           f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
+    return 0
+
+
+def _export_streaming(args, model, transform, data) -> int:
+    from .export import export_step_onnx
+
+    if args.precision != "fp32":
+        raise UserError(f"--streaming exports fp32 only, not {args.precision}")
+    checks = 16 if args.check_images == 512 else _positive("--check-images", args.check_images)
+    test = _model_data(args, data).splits["test"].subset(checks)
+    report = export_step_onnx(model, transform, args.output, test.sequences(), args.opset, data)
+    p = report["parity"]
+    print(f"wrote {report['path']} (streaming step graph, state of {report['state_size']} floats, "
+          f"{report['bytes'] / 1024:.1f} kB)")
+    print(f"parity with PyTorch's stream on {p['sequences']} test sequences ({p['steps']} steps): "
+          f"max |diff| {p['max_abs_diff']:.2e}")
+    return 0
+
+
+def cmd_stream(args) -> int:
+    from .online import stream_folder
+
+    s = stream_folder(args.model, args.input_dir, args.output, _positive("--batch-size", args.batch_size),
+                      _positive("--chunk", args.chunk), _positive("--threads", args.threads), args.labels)
+    print(f"{s['sequences']} sequences, {s['samples']} samples, batch {s['batch_size']}, {s['chunk']} per call, "
+          f"{s['threads']} thread(s), {s['backend']}: per sample mean {s['sample_us_mean']:.1f} us, "
+          f"p50 {s['sample_us_p50']:.1f} us, p99 {s['sample_us_p99']:.1f} us")
+    if "anytime" in s:
+        a = s["anytime"]
+        marks = [(f, acc) for f, acc in zip(a["fractions"], a["accuracy"]) if round(f * 100) % 25 == 0]
+        print("accuracy after " + ", ".join(f"{100 * f:.0f}%: {100 * acc:.2f}%" for f, acc in marks)
+              + " of each sequence")
+    print(f"wrote {args.output} and {args.output.with_suffix('.json')}")
     return 0
 
 
@@ -446,18 +497,18 @@ def cmd_bench(args) -> int:
     from .files import write_json
     from .sources import load_model, pretrained_source
 
-    what = _choices("--what", args.what, ("train", "infer", "lengths"))
+    what = _choices("--what", args.what, ("train", "infer", "stream", "lengths"))
     cells = _choices("--cells", args.cells, CELL_NAMES)
     backends = _choices("--backends", args.backends, ("pytorch", "onnxruntime"))
-    for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size"):
+    for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size", "stream_samples"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     device = str(resolve_device(args.device))
     results = {"environment": environment(device), "train": [], "infer": []}
     if "train" in what:
         print(f"training step, batch {args.batch_size}, {args.threads} threads, median of {args.steps} "
               f"(seconds; ratio to full; peak MB)")
-        print(f"{'cell':5} {'fused':>8} {'pruned':>8} {'full':>8} {'fused/full':>10} {'pruned/full':>11} "
-              f"{'fused MB':>9} {'full MB':>8}")
+        print(f"{'cell':5} {'fused':>8} {'pruned':>8} {'full':>8} {'full fused':>10} {'fused/full':>10} "
+              f"{'pruned/full':>11} {'full fused/full':>15} {'fused MB':>9} {'full MB':>8}")
         for cell in cells:
             r = bench_train_step(cell, args.batch_size, args.steps, args.warmup, device)
             results["train"].append(r)
@@ -474,12 +525,31 @@ def cmd_bench(args) -> int:
                 results["infer"].append(r)
                 print(f"{cell:5} {backend:12} {r['latency_ms_p50']:7.3f} {r['latency_ms_p99']:7.3f} "
                       f"{r['batched_s']:9.3f} {r['images_per_s']:9.0f}", flush=True)
+    if "stream" in what:
+        results["stream"] = _bench_stream(args, cells)
     if "lengths" in what:
         results["lengths"] = _bench_lengths(args, cells)
     if args.out:
         write_json(args.out, results)
         print(f"wrote {args.out}")
     return 0
+
+
+def _bench_stream(args, cells) -> list[dict]:
+    from .bench import bench_stream
+    from .sources import load_model, pretrained_source
+
+    print(f"streaming, shipped unpermuted models: one sample per call at batch 1 on 1 thread, {args.stream_samples} "
+          f"samples (microseconds per sample)")
+    print(f"{'cell':5} {'pytorch p50':>11} {'p99':>7} {'onnxrt p50':>10} {'p99':>7} {'prefix recompute':>16}")
+    rows = []
+    for cell in cells:
+        model, transform, _ = load_model(pretrained_source(f"{cell}-mnist"))
+        r = bench_stream(model, transform, args.stream_samples)
+        rows.append(r)
+        print(f"{cell:5} {r['pytorch_us_p50']:11.1f} {r['pytorch_us_p99']:7.1f} {r['onnxruntime_us_p50']:10.1f} "
+              f"{r['onnxruntime_us_p99']:7.1f} {r['prefix_us_mean']:16.1f}", flush=True)
+    return rows
 
 
 def _bench_lengths(args, cells) -> list[dict]:
@@ -503,8 +573,8 @@ def _train_row(r: dict) -> str:
     get = lambda key, fmt: format(r[key], fmt) if key in r else "-"
     mb = lambda key: f"{r[key] / 2**20:.1f}" if r.get(key) is not None else "-"
     return (f"{r['cell']:5} {get('fused_s', '8.4f'):>8} {r['pruned_s']:8.4f} {r['full_s']:8.4f} "
-            f"{get('fused_ratio', '10.3f'):>10} {r['pruned_ratio']:11.3f} {mb('fused_peak_bytes'):>9} "
-            f"{mb('full_peak_bytes'):>8}")
+            f"{get('full_fused_s', '10.4f'):>10} {get('fused_ratio', '10.3f'):>10} {r['pruned_ratio']:11.3f} "
+            f"{get('full_fused_ratio', '15.3f'):>15} {mb('fused_peak_bytes'):>9} {mb('full_peak_bytes'):>8}")
 
 
 def cmd_report(args) -> int:

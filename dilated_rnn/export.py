@@ -95,7 +95,8 @@ def _to_int8(src: Path, dst: Path, cell: str) -> None:
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["LSTM", "Gemm", "MatMul"], weight_type=QuantType.QInt8)
 
 
-def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, transform, data: dict | None) -> None:
+def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, transform, data: dict | None,
+                  streaming: bool = False) -> None:
     """Record what the graph is, for ``drnn infer`` and for whoever deploys it."""
     import json
 
@@ -104,7 +105,8 @@ def _add_metadata(path: Path, precision: str, model: DilatedRNNClassifier, trans
     graph = onnx.load(str(path))
     meta = {"precision": precision, "model_config": json.dumps(model.config.to_dict()),
             "permuted": str(transform.permutation is not None).lower(),
-            "normalized": str(transform.mean is not None).lower(), "producer": "dilated-rnn"}
+            "normalized": str(transform.mean is not None).lower(), "producer": "dilated-rnn",
+            "streaming": str(streaming).lower()}
     if data is not None:
         meta["classes"] = json.dumps(data["classes"])
     onnx.helper.set_model_props(graph, meta)
@@ -215,6 +217,61 @@ def export_onnx(
         "ops": sorted({n.op_type for n in graph.graph.node}),
         "parity": parity,
     }
+
+
+def export_step_onnx(model: DilatedRNNClassifier, transform, path, check_inputs, opset: int = DEFAULT_OPSET,
+                     data: dict | None = None) -> dict:
+    """The streaming step graph (``streaming.StepGraph``): exported, checked, and only then written to ``path``.
+
+    Inputs ``sample`` [N, F] (raw values), ``state`` [N, M], ``position`` [N] int64; outputs ``logits``
+    [N, K], ``state_out``, ``position_out`` (feed them back for the next sample; start from zeros). The
+    check streams real sequences (``check_inputs`` as in ``export_onnx``) through ONNX Runtime sample by
+    sample and compares the logits at every step with PyTorch's ``stream`` (fp32 tolerance as above).
+    """
+    import onnx
+
+    from .online import STEP_INPUTS, STEP_OUTPUTS, OnnxStream, TorchStream, stream_sequences
+    from .streaming import StepGraph
+
+    sequences = _as_sequences(check_inputs)
+    transform = as_transform(transform)
+    model = model.cpu().eval()
+    try:
+        step = StepGraph(model, transform).eval()
+    except ValueError as e:
+        raise ParameterError("streaming", f"cannot be used with this model: {e}") from None
+    F, M = model.config.input_size, step.layout.size
+    example = (torch.zeros(2, F), torch.zeros(2, M), torch.zeros(2, dtype=torch.int64))
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        final = Path(tmp) / "step.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(step, example, str(final), dynamo=False, opset_version=opset,
+                              input_names=list(STEP_INPUTS), output_names=list(STEP_OUTPUTS),
+                              dynamic_axes={n: {0: "N"} for n in STEP_INPUTS + STEP_OUTPUTS})
+        _add_metadata(final, "fp32", model, transform, data, streaming=True)
+        onnx.checker.check_model(str(final))
+        write_sidecar(final)
+        got, _ = stream_sequences(OnnxStream(final), sequences, batch_size=len(sequences))
+        expected, _ = stream_sequences(TorchStream(model, transform, threads=None), sequences, batch_size=len(sequences), chunk=64)
+        exact, _ = stream_sequences(TorchStream(copy.deepcopy(model).double(), transform, threads=None), sequences,
+                                    batch_size=len(sequences), chunk=len(sequences[0]))
+        finite = lambda a: np.nan_to_num(np.concatenate(a), nan=0.0)  # NaN: no prediction yet (d0 > 1)
+        same_nan = np.array_equal(np.isnan(np.concatenate(got)), np.isnan(np.concatenate(expected)))
+        diff = float(np.abs(finite(got) - finite(expected)).max()) if same_nan else float("inf")
+        float32_error = float(np.abs(finite(expected) - finite(exact)).max())
+        tolerance = max(FP32_TOLERANCE, 3 * float32_error)
+        if not diff <= tolerance:
+            raise UserError(f"{path}: exported step graph disagrees with PyTorch's stream (max |diff| {diff:.3g}, "
+                            f"tolerance {tolerance:.3g}); nothing written")
+        with atomic_path(path) as out:
+            out.write_bytes(final.read_bytes())
+        write_sidecar(path)
+    return {"path": str(path), "streaming": True, "opset": opset, "state_size": M, "bytes": path.stat().st_size,
+            "parity": {"sequences": len(sequences), "steps": int(sum(len(s) for s in sequences)),
+                       "max_abs_diff": diff, "pytorch_float32_vs_float64": float32_error,
+                       "fp32_tolerance": tolerance, "passed": True}}
 
 
 def export_length(data: dict) -> int | None:

@@ -82,8 +82,25 @@ def stack_outputs(rnn, x: torch.Tensor, packed_plan) -> torch.Tensor:
     _use_torch_threads()
     readout = packed_plan[-1]
     out = np.empty((x.shape[0], len(readout), rnn.hidden_sizes[-1]), np.float32)
-    _stack_forward(x.detach().contiguous().numpy(), _packed_weights(rnn), *packed_plan, out)
+    _stack_forward(x.detach().contiguous().numpy(), pack_weights(rnn), *packed_plan, out)
     return torch.from_numpy(out)
+
+
+def stream_stack(rnn, x: torch.Tensor, registers: torch.Tensor, weights: np.ndarray | None = None):
+    """Streaming (``streaming.py``): the stack over a chunk x [B, n, F] from its shift registers [B, M].
+
+    Returns the top-layer outputs [B, n, H_top] and the registers after the chunk, as new tensors.
+    ``weights``: ``pack_weights(rnn)`` made earlier by a caller that streams a fixed model; None packs
+    the current weights. No autograd: callers use it under ``torch.no_grad`` / ``inference_mode``.
+    """
+    _use_torch_threads()
+    sizes = rnn._cached(("stream-sizes",), lambda: np.array(
+        [(layer.input_size, layer.hidden_size, d) for layer, d in zip(rnn.layers, rnn.dilations)], np.int64))
+    state = registers.detach().numpy().copy()  # C order; the caller's state is left as it was
+    out = np.empty((x.shape[0], x.shape[1], rnn.hidden_sizes[-1]), np.float32)
+    packed = pack_weights(rnn) if weights is None else weights
+    _stream_forward(x.detach().contiguous().numpy(), packed, _CELL_CODES[rnn.cell], sizes, state, out)
+    return torch.from_numpy(out), torch.from_numpy(state)
 
 
 def pack_plan(rnn, plan) -> tuple:
@@ -98,8 +115,8 @@ def pack_plan(rnn, plan) -> tuple:
     return _CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64)
 
 
-def _packed_weights(rnn) -> np.ndarray:
-    """All layers' weights in one flat array, packed afresh on every call.
+def pack_weights(rnn) -> np.ndarray:
+    """All layers' weights in one flat array, packed afresh on every call (a new array).
 
     Per layer: W_ih^T [F, G*H], W_hh^T [H, G*H], b_ih, b_hh (the order
     ``_stack_forward`` reads). Packing reads NumPy views that share the
@@ -405,6 +422,70 @@ if numba is not None:
             for i in range(readout.shape[0]):
                 for j in range(H):
                     out[b, i, j] = below[readout[i] * H + j]
+
+    # ---- streaming: every layer, one step at a time, on shift registers (see stream_stack)
+    @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
+    def _stream_forward(x, weights, cell, sizes, state, out):
+        B, n, _ = x.shape
+        L = sizes.shape[0]
+        G = 1 if cell == 0 else (4 if cell == 1 else 3)
+        pair = 2 if cell == 1 else 1  # an LSTM's register entry is (h, c)
+        widest, longest = 0, 0
+        for l in range(L):
+            widest = max(widest, G * sizes[l, 1])
+            longest = max(longest, sizes[l, 2] * pair * sizes[l, 1])
+        for b in prange(B):
+            gi = np.empty(widest, np.float32)
+            gh = np.empty(widest, np.float32)
+            spare = np.empty(longest, np.float32)
+            # Within the chunk a register is a ring: step k reads and overwrites entry k mod d, which holds
+            # the state of step k - d (entry j starts as the state d - j steps before the chunk).
+            for k in range(n):
+                below = x[b, k]
+                w_off, s_off = 0, 0
+                for l in range(L):
+                    F, H, d = sizes[l, 0], sizes[l, 1], sizes[l, 2]
+                    GH = G * H
+                    w_ih = weights[w_off : w_off + F * GH].reshape(F, GH)
+                    w_off += F * GH
+                    w_hh = weights[w_off : w_off + H * GH].reshape(H, GH)
+                    w_off += H * GH
+                    b_ih = weights[w_off : w_off + GH]
+                    b_hh = weights[w_off + GH : w_off + 2 * GH]
+                    w_off += 2 * GH
+                    slot = s_off + (k % d) * pair * H
+                    h = state[b, slot : slot + H]
+                    _recurrent_gates(gi[:GH], below, w_ih, b_ih)
+                    _recurrent_gates(gh[:GH], h, w_hh, b_hh)
+                    if cell == 0:
+                        for j in range(H):
+                            h[j] = _tanh(gi[j] + gh[j])
+                    elif cell == 1:
+                        c = state[b, slot + H : slot + 2 * H]
+                        for j in range(H):
+                            _, _, _, o, c[j], tc = _lstm_unit(gi[j] + gh[j], gi[H + j] + gh[H + j],
+                                                              gi[2 * H + j] + gh[2 * H + j],
+                                                              gi[3 * H + j] + gh[3 * H + j], c[j])
+                            h[j] = o * tc
+                    else:
+                        for j in range(H):
+                            _, _, _, h[j] = _gru_unit(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j],
+                                                      gh[2 * H + j], h[j])
+                    below = h
+                    s_off += d * pair * H
+                for j in range(below.shape[0]):
+                    out[b, k, j] = below[j]
+            # Back to shift-register order, oldest first: entry j is ring entry (n + j) mod d.
+            s_off = 0
+            for l in range(L):
+                d, S = sizes[l, 2], pair * sizes[l, 1]
+                m = n % d
+                if m:
+                    spare[: d * S] = state[b, s_off : s_off + d * S]
+                    for j in range(d):
+                        src = ((m + j) % d) * S
+                        state[b, s_off + j * S : s_off + (j + 1) * S] = spare[src : src + S]
+                s_off += d * S
 
     _FORWARD = {"rnn": _rnn_forward, "lstm": _lstm_forward, "gru": _gru_forward}
     _BACKWARD = {"rnn": _rnn_backward, "lstm": _lstm_backward, "gru": _gru_backward}

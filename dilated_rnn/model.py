@@ -69,6 +69,7 @@ from .cells import CELLS
 from .config import INITS, ModelConfig, validate_stack
 from .errors import ParameterError
 from .pruning import plan_outputs
+from .streaming import StreamState, stream_classifier, stream_stack
 
 __all__ = ["DilatedRNN", "DilatedRNNClassifier", "ModelConfig", "init_cell_"]
 
@@ -165,10 +166,19 @@ class DilatedRNN(nn.Module):
             h = nn.functional.pad(h, (0, 0, 0, n * d - T))  # [B, n*d, F_l], zeros at the end
             # Step k*d + r goes to chain r: [B, n, d, F_l] -> [B, d, n, F_l] -> [B*d, n, F_l]
             h = h.reshape(B, n, d, -1).transpose(1, 2).reshape(B * d, n, -1)
-            h, _ = layer(h)  # [B*d, n, H_l]
+            h = kernels.run_layer(layer, h, self.cell) if self.fused else layer(h)[0]  # [B*d, n, H_l]
             # Back to time order: [B, d, n, H_l] -> [B, n, d, H_l] -> [B, n*d, H_l] -> [B, T, H_l]
             h = h.reshape(B, d, n, -1).transpose(1, 2).reshape(B, n * d, -1)[:, :T]
         return h
+
+    def stream(self, x: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, StreamState]:
+        """The top outputs at a chunk's steps, [B, n, F] -> [B, n, H_top], and the state after them.
+
+        ``state=None`` is the zero state before step 0. Feeding a sequence in chunks of any sizes,
+        each call given the state the previous one returned, gives exactly ``forward`` of the whole
+        sequence. The state is a ``streaming.StreamState`` (its layout is in ``streaming.py``).
+        """
+        return stream_stack(self, x, state)
 
     def drop(self, h: torch.Tensor) -> torch.Tensor:
         """Dropout on layer outputs on their way up (module doc); the identity in evaluation mode."""
@@ -308,6 +318,13 @@ class DilatedRNNClassifier(nn.Module):
         B = x.shape[0]
         h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(x.shape[1])))  # [B, d0, H_top]
         return self.head(h.reshape(B, -1))  # [B, d0*H_top] -> [B, K]
+
+    def stream(self, x: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, StreamState]:
+        """Anytime classification: logits at every step of a chunk, [B, n, F] -> [B, n, K], and the new state.
+
+        The logits at step t equal ``self(x[:, :t+1])`` (NaN before the readout's d0 steps exist).
+        """
+        return stream_classifier(self, x, state)
 
     def forward_full(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The same logits from the full computation of every step (slow; one graph for every length).

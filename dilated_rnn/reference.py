@@ -6,10 +6,14 @@ reads the parameters of a ``DilatedRNN`` but none of its code.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .cells import CELLS
-from .model import DilatedRNN
+
+if TYPE_CHECKING:  # the model's streaming step reuses cell_step; the reference reads no model code
+    from .model import DilatedRNN
 
 
 def cell_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh):
@@ -33,7 +37,7 @@ def cell_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh):
     raise ValueError(f"unknown cell {cell!r}")
 
 
-def reference_forward(model: DilatedRNN, x: torch.Tensor) -> torch.Tensor:
+def reference_forward(model: "DilatedRNN", x: torch.Tensor) -> torch.Tensor:
     """Top-layer outputs at every step, [B, T, F] -> [B, T, H_top].
 
     Layer l: c_t = f(c_t^(l-1), c_{t-d_l}), zero state for t < d_l.

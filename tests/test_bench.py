@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dilated_rnn import kernels
-from dilated_rnn.bench import bench_inference, bench_train_step
+from dilated_rnn.bench import bench_inference, bench_stream, bench_train_step
 from dilated_rnn.cli import main
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 
@@ -15,7 +15,7 @@ SMALL = ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru")
 
 def test_train_step_times_every_variant():
     r = bench_train_step("gru", batch_size=4, steps=2, warmup=1, config=SMALL, seq_len=16)
-    variants = ("fused", "pruned", "full") if kernels.enabled() else ("pruned", "full")
+    variants = ("fused", "pruned", "full", "full_fused") if kernels.enabled() else ("pruned", "full")
     assert r["fast_path"] == variants[0]
     for v in variants:
         assert len(r[f"{v}_times_s"]) == 2 and r[f"{v}_s"] > 0
@@ -31,6 +31,15 @@ def test_inference_bench_both_backends(backend):
     assert r["backend"] == backend and r["latency_ms_p50"] <= r["latency_ms_p99"]
     assert r["batched_s"] > 0 and r["images_per_s"] == pytest.approx(6 / r["batched_s"])
     assert r["batch_threads"] == before + 1 and torch.get_num_threads() == before  # the caller's setting is restored
+
+
+def test_stream_bench_times_both_backends_and_the_prefix_recompute():
+    model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru"))
+    before = torch.get_num_threads()
+    r = bench_stream(model, None, samples=60, prefixes=2)
+    for name in ("pytorch", "onnxruntime"):
+        assert 0 < r[f"{name}_us_p50"] <= r[f"{name}_us_p99"]
+    assert r["prefix_us_mean"] > 0 and r["samples"] == 60 and torch.get_num_threads() == before
 
 
 def test_cli_bench_writes_json(tmp_path, capsys):

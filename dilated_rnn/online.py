@@ -1,0 +1,190 @@
+"""Online inference (``drnn stream``): a model over sequences sample by sample, its per-step predictions,
+the latency of each sample, and accuracy against the fraction of each sequence seen.
+
+Two backends with one interface, ``start(batch)`` -> state and
+``(x [B, n, F] raw float32, state) -> (logits [B, n, K], state)``, NumPy in and out:
+``TorchStream`` (a checkpoint or shipped model, ``streaming.Streamer``: the
+compiled update on the CPU) and ``OnnxStream`` (the step graph ``drnn export
+--streaming`` writes, on ONNX Runtime, one call per sample).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ParameterError, UserError
+from .files import atomic_path, write_json
+from .infer import latency_stats
+from .integrity import sidecar, verify_sidecar
+from .sources import parse_source
+from .streaming import Streamer
+
+STEP_INPUTS = ("sample", "state", "position")  # the step graph's inputs, in order (export.export_step_onnx)
+STEP_OUTPUTS = ("logits", "state_out", "position_out")
+
+
+class TorchStream:
+    name = "pytorch"
+
+    def __init__(self, model, transform=None, threads: int | None = 1, data: dict | None = None):
+        if threads is not None:  # None: leave the process's thread count alone
+            torch.set_num_threads(threads)
+        try:
+            self.streamer = Streamer(model.cpu().eval(), transform)
+        except ValueError as e:
+            raise UserError(f"this model cannot stream: {e}") from None
+        self.features = model.config.input_size
+        self.classes = (data or {}).get("classes")
+
+    def start(self, batch: int):
+        return self.streamer.initial_state(batch)
+
+    def __call__(self, x: np.ndarray, state):
+        logits, state = self.streamer(torch.from_numpy(x), state)
+        return logits.numpy(), state
+
+
+class OnnxStream:
+    """The one-step graph on ONNX Runtime: each call runs it once per sample of the chunk."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path, threads: int = 1):
+        from .infer import session
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such model file")
+        if not verify_sidecar(path):
+            raise UserError(f"{path}: {sidecar(path).name} is missing; a graph drnn exported is verified against it")
+        try:
+            self.session = session(path, threads)
+        except Exception as e:  # ONNX Runtime raises its own exception types for unreadable models
+            raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if tuple(inputs) != STEP_INPUTS:
+            raise UserError(f"{path}: not a streaming step graph (inputs {', '.join(inputs)}; expected "
+                            f"{', '.join(STEP_INPUTS)}); export one with drnn export --streaming")
+        self.features, self.state_size = inputs["sample"][1], inputs["state"][1]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.classes = json.loads(meta["classes"]) if "classes" in meta else None
+
+    def start(self, batch: int):
+        return np.zeros((batch, self.state_size), np.float32), np.zeros(batch, np.int64)
+
+    def __call__(self, x: np.ndarray, state):
+        buffer, position = state
+        logits = []
+        for k in range(x.shape[1]):
+            out, buffer, position = self.session.run(
+                None, {"sample": np.ascontiguousarray(x[:, k]), "state": buffer, "position": position})
+            logits.append(out)
+        return np.stack(logits, axis=1), (buffer, position)
+
+
+def load_stream_backend(source, threads: int = 1):
+    """ONNX Runtime for a step graph (``.onnx``), PyTorch for a checkpoint or ``pretrained:NAME``."""
+    from .sources import load_model
+
+    src = parse_source(source)
+    if src.kind == "onnx":
+        return OnnxStream(src.location, threads)
+    model, transform, data = load_model(src)
+    return TorchStream(model, transform, threads, data)
+
+
+def stream_sequences(backend, sequences: list[np.ndarray], batch_size: int = 1, chunk: int = 1):
+    """Every sequence streamed ``chunk`` samples per call, ``batch_size`` sequences side by side.
+
+    Returns the logits of each sequence at each of its steps (a list of [L, K]) and the seconds of each
+    call divided by the samples it took (per-sample latency). A batch's shorter sequences are padded at
+    the end; steps after a sequence ends never change its earlier outputs and are dropped.
+    """
+    if batch_size < 1 or chunk < 1:
+        raise ParameterError("batch_size" if batch_size < 1 else "chunk", "must be positive")
+    results, per_sample = [], []
+    for first in range(0, len(sequences), batch_size):
+        group = sequences[first : first + batch_size]
+        T = max(len(s) for s in group)
+        x = np.zeros((len(group), T, group[0].shape[1]), np.float32)
+        for i, s in enumerate(group):
+            x[i, : len(s)] = s
+        state, parts = backend.start(len(group)), []
+        for k in range(0, T, chunk):
+            start = time.perf_counter()
+            logits, state = backend(x[:, k : k + chunk], state)
+            per_sample.append((time.perf_counter() - start) / min(chunk, T - k))
+            parts.append(logits)
+        logits = np.concatenate(parts, axis=1)
+        results.extend(logits[i, : len(s)] for i, s in enumerate(group))
+    return results, per_sample
+
+
+def anytime_accuracy(logits: list[np.ndarray], labels: np.ndarray, points: int = 20) -> dict:
+    """Accuracy when each sequence has been seen up to a fraction f of its length, f = 1/points .. 1.
+
+    At fraction f a sequence of length L is read at step ceil(f L) - 1; a step with no prediction yet
+    (NaN logits: the readout needs d0 steps) counts as wrong.
+    """
+    fractions = [(i + 1) / points for i in range(points)]
+    accuracy = []
+    for f in fractions:
+        correct = 0
+        for seq, label in zip(logits, labels):
+            row = seq[max(0, int(np.ceil(f * len(seq))) - 1)]
+            correct += bool(np.isfinite(row).all() and row.argmax() == label)
+        accuracy.append(correct / len(logits))
+    return {"fractions": fractions, "accuracy": accuracy}
+
+
+def stream_folder(source, input_dir, output, batch_size: int = 1, chunk: int = 1, threads: int = 1,
+                  labels_path=None) -> dict:
+    """``drnn stream``: every ``*.bin`` of ``input_dir`` sample by sample; per-step predictions to ``output``.
+
+    ``output`` (.npz): ``names`` [S], ``lengths`` [S], ``predictions`` [S, T_max] (class index at each
+    step; -1 after a sequence ends or before the first prediction) and ``confidence`` [S, T_max] (the
+    softmax probability of that class). With ``labels_path``, the anytime accuracy is added. Returns
+    the summary, also written beside ``output`` as JSON.
+    """
+    from .bins import bin_paths, load_labels, read_bins
+
+    bin_paths(input_dir)  # a missing or empty folder is reported before the model is loaded
+    labels = None if labels_path is None else load_labels(labels_path)
+    backend = load_stream_backend(source, threads)
+    names, sequences = read_bins(input_dir, backend.features)
+    if labels is not None and len(labels) != len(sequences):
+        raise UserError(f"{labels_path}: {len(labels)} labels for {len(sequences)} input files")
+    logits, per_sample = stream_sequences(backend, sequences, batch_size, chunk)
+    predictions, confidence = _per_step(logits)
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, names=np.array(names), lengths=np.array([len(s) for s in sequences]),
+                     predictions=predictions, confidence=confidence)
+    stats = latency_stats(per_sample, len(sequences), batch_size)
+    summary = {"model": str(source), "backend": backend.name, "sequences": len(sequences), "samples":
+               int(sum(len(s) for s in sequences)), "batch_size": batch_size, "chunk": chunk, "threads": threads,
+               "sample_us_p50": 1e3 * stats["latency_ms_p50"], "sample_us_p99": 1e3 * stats["latency_ms_p99"],
+               "sample_us_mean": 1e3 * stats["latency_ms_mean"]}
+    if labels is not None:
+        summary["anytime"] = anytime_accuracy(logits, labels)
+        summary["accuracy_at_end"] = summary["anytime"]["accuracy"][-1]
+    write_json(output.with_suffix(".json"), summary)
+    return summary
+
+
+def _per_step(logits: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    T = max(len(s) for s in logits)
+    predictions = np.full((len(logits), T), -1, np.int64)
+    confidence = np.zeros((len(logits), T), np.float32)
+    for i, seq in enumerate(logits):
+        valid = np.isfinite(seq).all(axis=1)
+        shifted = np.exp(seq[valid] - seq[valid].max(axis=1, keepdims=True))
+        predictions[i, : len(seq)][valid] = seq[valid].argmax(axis=1)
+        confidence[i, : len(seq)][valid] = shifted.max(axis=1) / shifted.sum(axis=1)
+    return predictions, confidence
