@@ -10,6 +10,7 @@ set it. Heavy modules (torch, Numba, ONNX) load inside the commands, so
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -327,7 +328,9 @@ def cmd_train(args) -> int:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
                        progress=not args.no_progress)
     except KeyboardInterrupt as e:  # Ctrl+C or SIGTERM: the conventional 128 + the signal's number
-        print(f"interrupted; state saved in {run_dir / 'last.pt'} (continue with --resume {run_dir})", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 saved and says so
+            print(f"interrupted; state saved in {run_dir / 'last.pt'} (continue with --resume {run_dir})",
+                  file=sys.stderr)
         return 128 + getattr(e, "signum", 2)
     finally:
         shutdown()
@@ -403,7 +406,7 @@ def cmd_stream(args) -> int:
     s = stream_folder(args.model, args.input_dir, args.output, _positive("--batch-size", args.batch_size),
                       _positive("--chunk", args.chunk), _positive("--threads", args.threads), args.labels)
     print(f"{s['sequences']} sequences, {s['samples']} samples, batch {s['batch_size']}, {s['chunk']} per call, "
-          f"{s['threads']} thread(s), {s['backend']}: per sample mean {s['sample_us_mean']:.1f} us, "
+          f"{s['threads']} thread(s), {s['backend']}: per step of the batch mean {s['sample_us_mean']:.1f} us, "
           f"p50 {s['sample_us_p50']:.1f} us, p99 {s['sample_us_p99']:.1f} us")
     if "anytime" in s:
         a = s["anytime"]

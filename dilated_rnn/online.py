@@ -102,7 +102,7 @@ def stream_sequences(backend, sequences: list[np.ndarray], batch_size: int = 1, 
     """Every sequence streamed ``chunk`` samples per call, ``batch_size`` sequences side by side.
 
     Returns the logits of each sequence at each of its steps (a list of [L, K]) and the seconds of each
-    call divided by the samples it took (per-sample latency). A batch's shorter sequences are padded at
+    call divided by the steps it took (at batch 1: the latency of one sample). A batch's shorter sequences are padded at
     the end; steps after a sequence ends never change its earlier outputs and are dropped.
     """
     if batch_size < 1 or chunk < 1:
@@ -140,6 +140,24 @@ def anytime_accuracy(logits: list[np.ndarray], labels: np.ndarray, points: int =
             correct += bool(np.isfinite(row).all() and row.argmax() == label)
         accuracy.append(correct / len(logits))
     return {"fractions": fractions, "accuracy": accuracy}
+
+
+def plot_anytime(curves: dict, path) -> None:
+    """Accuracy against the fraction of each sequence seen, one line per ``{label: anytime_accuracy(...)}``."""
+    from .plotting import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in curves.items():
+        ax.plot([100 * f for f in curve["fractions"]], [100 * a for a in curve["accuracy"]], marker=".", label=label)
+    ax.set_xlabel("share of each test sequence seen (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    save_png(fig, Path(path))
 
 
 def stream_folder(source, input_dir, output, batch_size: int = 1, chunk: int = 1, threads: int = 1,

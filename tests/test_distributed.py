@@ -3,8 +3,10 @@
 import json
 import os
 import socket
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -57,3 +59,32 @@ def test_two_processes_match_one(tmp_path, mnist_dir):
     logged = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
     report = evaluate(model_from_checkpoint(a), load_mnist(mnist_dir)["val"].subset(50), None, 1000, "cpu")
     assert report["accuracy"] == logged["val_accuracy"] and report["loss"] == pytest.approx(logged["val_loss"], abs=1e-6)
+
+
+def test_sigterm_to_torchrun_saves_once_and_resumes_bit_exactly(tmp_path, mnist_dir):
+    """A scheduler's SIGTERM to torchrun reaches both ranks; they stop at the same step, rank 0 saves
+    last.pt, and a resumed run ends with the weights of an uninterrupted one, bit for bit."""
+    args = ["--hidden-sizes", "8", "--dilations", "1,2,4,8", "--steps", "40", "--batch-size", "16", "--eval-every",
+            "3", "--train-limit", "256", "--val-limit", "50", "--test-limit", "50", "--no-progress", "--threads", "1",
+            "--device", "cpu", "--optimizer", "adam", "--lr", "0.01"]
+    data = ["--data-dir", str(mnist_dir)]
+    torchrun = lambda: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                        "127.0.0.1", "--master_port", str(_free_port()), "-m", "dilated_rnn.cli", "train"]
+    _run(torchrun() + ["--run-dir", "whole"] + args + data, tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(torchrun() + ["--run-dir", "term"] + args + data, cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "term" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert "exitcode" not in err  # torchrun reports no worker as failed
+    assert err.count("interrupted; state saved") == 1  # rank 0 says it, once
+    stopped = load_checkpoint(tmp_path / "term" / "last.pt")["step"]
+    assert 0 < stopped < 40
+    _run(torchrun() + ["--resume", "term", "--no-progress", "--threads", "1"] + data, tmp_path)
+    whole, resumed = (load_checkpoint(tmp_path / r / "last.pt") for r in ("whole", "term"))
+    assert resumed["step"] == whole["step"] == 40
+    for key, value in whole["model"].items():
+        assert torch.equal(resumed["model"][key], value), key

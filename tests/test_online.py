@@ -75,7 +75,7 @@ def test_drnn_stream_cli_predicts_every_step(tmp_path, mnist_dir, capsys, shippe
     assert main(["stream", ckpt, str(tmp_path / "bins"), "-o", str(tmp_path / "s.npz"), "--labels",
                  str(tmp_path / "bins" / "labels.npy"), "--batch-size", "4", "--chunk", "16"]) == 0
     out = capsys.readouterr().out
-    assert "per sample" in out and "accuracy after" in out
+    assert "per step of the batch" in out and "accuracy after" in out
     saved = np.load(tmp_path / "s.npz", allow_pickle=False)
     summary = json.loads((tmp_path / "s.json").read_text())
     assert saved["predictions"].shape == (12, 784) and (saved["lengths"] == 784).all()
