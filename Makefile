@@ -22,7 +22,7 @@ test: $(BIN)/drnn
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/drnn
-	$(BIN)/drnn bench --threads 2 --steps 15 --out benchmarks/results/cpu-2threads.json
+	$(BIN)/drnn bench --what train,infer,stream --threads 2 --steps 15 --out benchmarks/results/cpu-2threads.json
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

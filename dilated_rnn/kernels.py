@@ -27,6 +27,7 @@ and every gradient. Set ``DRNN_FUSED=0`` to turn it off.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import torch
@@ -93,14 +94,24 @@ def stream_stack(rnn, x: torch.Tensor, registers: torch.Tensor, weights: np.ndar
     ``weights``: ``pack_weights(rnn)`` made earlier by a caller that streams a fixed model; None packs
     the current weights. No autograd: callers use it under ``torch.no_grad`` / ``inference_mode``.
     """
-    _use_torch_threads()
-    sizes = rnn._cached(("stream-sizes",), lambda: np.array(
-        [(layer.input_size, layer.hidden_size, d) for layer, d in zip(rnn.layers, rnn.dilations)], np.int64))
-    state = registers.detach().numpy().copy()  # C order; the caller's state is left as it was
-    out = np.empty((x.shape[0], x.shape[1], rnn.hidden_sizes[-1]), np.float32)
     packed = pack_weights(rnn) if weights is None else weights
-    _stream_forward(x.detach().contiguous().numpy(), packed, _CELL_CODES[rnn.cell], sizes, state, out)
+    out, state = stream_arrays(x.detach().numpy(), packed, rnn.cell, stream_sizes(rnn), registers.detach().numpy())
     return torch.from_numpy(out), torch.from_numpy(state)
+
+
+def stream_sizes(rnn) -> np.ndarray:
+    """(F, H, d) per layer, as ``stream_arrays`` reads them."""
+    return rnn._cached(("stream-sizes",), lambda: np.array(
+        [(layer.input_size, layer.hidden_size, d) for layer, d in zip(rnn.layers, rnn.dilations)], np.int64))
+
+
+def stream_arrays(x: np.ndarray, weights: np.ndarray, cell: str, sizes: np.ndarray, registers: np.ndarray):
+    """``stream_stack`` on NumPy arrays (float32): (top outputs [B, n, H_top], new registers [B, M])."""
+    _use_torch_threads()
+    state = np.array(registers, dtype=np.float32, order="C")  # a copy: the caller's state is left as it was
+    out = np.empty((x.shape[0], x.shape[1], sizes[-1, 1]), np.float32)
+    _stream_forward(np.ascontiguousarray(x, dtype=np.float32), weights, _CELL_CODES[cell], sizes, state, out)
+    return out, state
 
 
 def pack_plan(rnn, plan) -> tuple:
@@ -169,8 +180,15 @@ class _Recurrence(torch.autograd.Function):
         return d_gates_x, grad_w_hh, d_gates_h.sum((0, 1)), None, None
 
 
+_threads = threading.local()  # what this thread last gave Numba (its setting is per thread); setting it
+# costs microseconds, a large share of a streamed sample's budget
+
+
 def _use_torch_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if getattr(_threads, "count", None) != wanted:
+        numba.set_num_threads(wanted)
+        _threads.count = wanted
 
 
 if numba is not None:
@@ -475,17 +493,16 @@ if numba is not None:
                     s_off += d * pair * H
                 for j in range(below.shape[0]):
                     out[b, k, j] = below[j]
-            # Back to shift-register order, oldest first: entry j is ring entry (n + j) mod d.
+            # Back to shift-register order, oldest first: entry j is ring entry (n + j) mod d, a rotation
+            # of the register by m = n mod d entries: two block copies.
             s_off = 0
             for l in range(L):
-                d, S = sizes[l, 2], pair * sizes[l, 1]
-                m = n % d
+                size, m = sizes[l, 2] * pair * sizes[l, 1], (n % sizes[l, 2]) * pair * sizes[l, 1]
                 if m:
-                    spare[: d * S] = state[b, s_off : s_off + d * S]
-                    for j in range(d):
-                        src = ((m + j) % d) * S
-                        state[b, s_off + j * S : s_off + (j + 1) * S] = spare[src : src + S]
-                s_off += d * S
+                    spare[:size] = state[b, s_off : s_off + size]
+                    state[b, s_off : s_off + size - m] = spare[m:size]
+                    state[b, s_off + size - m : s_off + size] = spare[:m]
+                s_off += size
 
     _FORWARD = {"rnn": _rnn_forward, "lstm": _lstm_forward, "gru": _gru_forward}
     _BACKWARD = {"rnn": _rnn_backward, "lstm": _lstm_backward, "gru": _gru_backward}

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -174,7 +175,9 @@ class Streamer:
     """A classifier and its input transform, frozen for streaming: raw samples in, logits at every step out.
 
     The weights are packed once, when it is made, so each call pays only for the steps (a model changed
-    afterwards is not seen: make a new one). This is what ``drnn stream`` and deployment run.
+    afterwards is not seen: make a new one). This is what ``drnn stream`` and deployment run. With the
+    compiled kernels and a readout of one step (d0 = 1) a call stays in NumPy from the samples to the
+    logits, which is what keeps one sample's latency small; otherwise it is ``stream_classifier``.
     """
 
     def __init__(self, clf, transform=None):
@@ -186,15 +189,34 @@ class Streamer:
         self.transform = transform
         self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)
         self.weights = kernels.pack_weights(clf.rnn) if kernels.enabled() else None
+        head = clf.head.weight
+        self.arrays = None  # what the NumPy path reads: (sizes, head W^T, head b, mean, std)
+        if (self.weights is not None and clf.readout_steps == 1 and head.dtype == torch.float32
+                and head.device.type == "cpu"):
+            as_np = lambda t: None if t is None else t.detach().numpy().astype(np.float32)
+            self.arrays = (kernels.stream_sizes(clf.rnn), np.ascontiguousarray(as_np(head).T), as_np(clf.head.bias),
+                           as_np(transform.mean), as_np(transform.std))
 
     def initial_state(self, batch: int) -> StreamState:
         return initial_state(self.layout, batch, self.clf.head.weight.dtype)
 
     def __call__(self, x: torch.Tensor, state: StreamState | None = None):
         """Raw samples [B, n, F] -> logits [B, n, K] and the new state."""
+        if self.arrays is not None and x.dtype == torch.float32 and x.device.type == "cpu":
+            return self._numpy_step(x, check_state(state, self.layout, x))
         with torch.inference_mode():
             x = self.transform(x).to(self.clf.head.weight.dtype)
             return stream_classifier(self.clf, x, state, self.weights)
+
+    def _numpy_step(self, x: torch.Tensor, state: StreamState):
+        sizes, head_t, head_b, mean, std = self.arrays
+        x = x.numpy()
+        if mean is not None:
+            x = (x - mean) / std
+        out, registers = kernels.stream_arrays(x, self.weights, self.clf.rnn.cell, sizes, state.buffer.numpy())
+        logits = out @ head_t + head_b  # [B, n, K]
+        position = torch.from_numpy(state.position.numpy() + x.shape[1])
+        return torch.from_numpy(logits), StreamState(torch.from_numpy(registers), position)
 
 
 def _check_streamable(transform) -> None:
