@@ -21,7 +21,8 @@ from .errors import ParameterError, TrainingDiverged, UserError
 from .presets import DEFAULTS, MODEL_SETTINGS, PRESETS, resolve
 
 DATA_DIR_HELP = "MNIST IDX files (raw or .gz); fetched there if absent (default: $DRNN_DATA or ~/.cache/dilated-rnn/mnist)"
-DATA_HELP = "the data: mnist, PATH.npz, PATH_TRAIN.ts (with PATH_TEST.ts beside it) or ucr:NAME (bundled with sktime)"
+DATA_HELP = ("the data: mnist, PATH.npz, PATH_TRAIN.ts (with PATH_TEST.ts beside it), ucr:NAME (bundled with "
+             "sktime) or copy:T (the copy-memory task)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -294,7 +295,8 @@ def _configs(args):
     dilations = args.dilations or default_dilations(dataset.train_max_length)
     hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
-                        num_classes=dataset.num_classes, **{k: recipe[k] for k in MODEL_SETTINGS})
+                        num_classes=dataset.num_classes, readout="every" if dataset.per_step else "last",
+                        **{k: recipe[k] for k in MODEL_SETTINGS})
     return dataset, model, train
 
 

@@ -14,6 +14,7 @@ from .cells import CELL_NAMES
 from .errors import ParameterError
 
 INITS = ("tf", "orthogonal")
+READOUTS = ("last", "every")  # a label per sequence, or one per step (sequence labelling)
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (transform.py)
@@ -64,6 +65,7 @@ class ModelConfig:
     dropout: float = 0.0
     init: str = "tf"
     forget_bias: float = 1.0
+    readout: str = "last"  # one of READOUTS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -78,6 +80,9 @@ class ModelConfig:
             raise ParameterError("forget_bias", f"must be finite, got {self.forget_bias}")
         if self.forget_bias != 1.0 and self.cell != "lstm":
             raise ParameterError("forget_bias", f"applies to LSTM cells only, not {self.cell}")
+        _one_of("readout", self.readout, READOUTS)
+        if self.readout == "every" and self.dilations[0] != 1:
+            raise ParameterError("dilations", f"must start at 1 for a label at every step, got {self.dilations[0]}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

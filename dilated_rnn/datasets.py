@@ -10,7 +10,9 @@
 * ``PATH_TRAIN.ts`` (the ``_TEST.ts`` beside it), univariate or multivariate, equal or unequal length,
   read with sktime's parser (the ``ucr`` extra);
 * ``ucr:NAME``, an archive set bundled inside sktime (GunPoint, ItalyPowerDemand, JapaneseVowels,
-  PLAID, ACSF1, ...): no download.
+  PLAID, ACSF1, ...): no download;
+* ``copy:T``, the paper's copy-memory task with T blanks (``copy_task.py``): generated from the
+  seed, a label at every step.
 
 Labels are integers or strings; the classes are the training labels in sorted order (numerically
 when every label is a number) and are stored with the model. Unless the data gives a validation
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import copy_task
 from .errors import ParameterError, UserError
 from .transform import InputTransform, fit_normalization
 
@@ -76,6 +79,7 @@ class Dataset:
     val_source: str = "given"  # how the validation split was made, in words
     val_fraction: float | None = None  # of each class, when drawn from the training split
     val_seed: int | None = None
+    per_step: bool = False  # a label at every step (labels [N, T]): the model's readout is "every"
 
     @property
     def num_classes(self) -> int:
@@ -100,7 +104,7 @@ class Dataset:
     def info(self) -> dict:
         return {"spec": self.spec, "classes": list(self.classes), "num_features": self.num_features,
                 "max_length": self.max_length, "fixed_length": self.fixed_length, "validation": self.val_source,
-                "val_fraction": self.val_fraction, "val_seed": self.val_seed}
+                "val_fraction": self.val_fraction, "val_seed": self.val_seed, "per_step": self.per_step}
 
 
 def as_dataset(data) -> Dataset:
@@ -144,6 +148,8 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
         if normalize not in ("auto", "none"):
             raise ParameterError("normalize", "must be auto or none for MNIST, whose pixels stay in [0, 1]")
         return as_dataset(load_mnist(data_dir))
+    if spec.startswith(copy_task.PREFIX):
+        return _copy_dataset(spec, seed)
     if spec.startswith(UCR_PREFIX):
         raw = _read_ts_pair(_bundled_ts(spec[len(UCR_PREFIX):]))
     elif spec.endswith(".npz"):
@@ -153,6 +159,16 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
     else:
         raise UserError(f"{spec}: unknown dataset; expected mnist, PATH.npz, PATH_TRAIN.ts or ucr:NAME")
     return _assemble(spec, raw, val_fraction, seed, "channel" if normalize == "auto" else normalize)
+
+
+def _copy_dataset(spec: str, seed: int) -> Dataset:
+    delay = copy_task.parse_delay(spec)
+    splits = {}
+    for name, (x, targets) in copy_task.copy_splits(delay, seed).items():
+        splits[name] = SequenceSplit(x, torch.full((len(x),), x.shape[1]), targets)
+    return Dataset(spec, splits, copy_task.TOKENS, copy_task.CLASSES,
+                   val_source=f"generated from seed {seed}, apart from the training sequences", val_seed=seed,
+                   per_step=True)
 
 
 # --- raw data: each split as (list of [L, F] float32 arrays, labels array), plus where it came from ---

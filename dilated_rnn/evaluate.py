@@ -24,8 +24,18 @@ def predict_logits(model: nn.Module, split, transform=None, batch_size: int = 10
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
+def per_example(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [N, K] and labels [N]; a label at every step (logits [N, T, K], labels [N, T]) counts each step."""
+    if logits.dim() == 3:
+        return logits.reshape(-1, logits.shape[2]), labels.reshape(-1)
+    return logits, labels
+
+
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """Accuracy, mean cross-entropy, per-class accuracy and confusion matrix (rows: true class)."""
+    """Accuracy, mean cross-entropy, per-class accuracy and confusion matrix (rows: true class).
+
+    With a label at every step (``per_example``) each step is one example."""
+    logits, labels = per_example(logits, labels)
     pred = logits.argmax(dim=1)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
     support = confusion.sum(dim=1)

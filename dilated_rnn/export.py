@@ -183,6 +183,8 @@ def export_onnx(
 
     if precision not in PRECISIONS:
         raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if model.config.readout == "every":
+        raise ParameterError("streaming", "is needed: a model with a label at every step exports as the step graph")
     sequences = _as_sequences(check_inputs)
     lengths = {len(s) for s in sequences}
     if max_length is None and len(lengths) != 1:

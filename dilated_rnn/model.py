@@ -250,10 +250,10 @@ class DilatedRNNClassifier(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_sizes, dilations, cell: str = "lstm", num_classes: int = 10,
-                 dropout: float = 0.0, init: str = "tf", forget_bias: float = 1.0):
+                 dropout: float = 0.0, init: str = "tf", forget_bias: float = 1.0, readout: str = "last"):
         super().__init__()
         self.config = ModelConfig(input_size, tuple(hidden_sizes), tuple(dilations), cell, num_classes,
-                                  dropout, init, forget_bias)
+                                  dropout, init, forget_bias, readout)
         c = self.config
         seeded = torch.get_rng_state()
         self.rnn = DilatedRNN(input_size, c.hidden_sizes, c.dilations, c.cell, c.dropout)
@@ -284,7 +284,7 @@ class DilatedRNNClassifier(nn.Module):
         return range(T - self.readout_steps, T)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, T, F] -> logits [B, K], computing only the needed chains.
+        """[B, T, F] -> logits [B, K], computing only the needed chains (``readout="every"``: [B, T, K]).
 
         ``lengths`` [B]: row b is a sequence of ``lengths[b]`` steps, then padding. Its logits are
         those of the sequence run alone, read at its own last step(s), and the recurrences run only
@@ -292,6 +292,8 @@ class DilatedRNNClassifier(nn.Module):
         runs, each chain skipping its row's front padding; elsewhere rows are grouped by length and
         each group runs the pruned plan of its length.
         """
+        if self.config.readout == "every":
+            return self._every_step(x, lengths)
         if lengths is None:
             return self._logits(x)
         if self.rnn.fused and kernels.supports(x, self.rnn.cell):
@@ -302,6 +304,12 @@ class DilatedRNNClassifier(nn.Module):
             groups.append(self._logits(x.index_select(0, same)[:, :length]))  # [G, K]
             rows.append(same)
         return torch.cat(groups)[torch.argsort(torch.cat(rows))]  # back to the batch's row order
+
+    def _every_step(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Sequence labelling: logits at every step [B, T, K] from the top output there (d0 = 1)."""
+        if lengths is not None and bool((lengths != x.shape[1]).any()):
+            raise ValueError("a label at every step needs sequences of one length; got padded rows")
+        return self.head(self.rnn.drop(self.rnn(x)))
 
     def _logits_aligned(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Every row right-aligned to end at step T-1, one pruned plan for the batch; the fused kernels
@@ -332,6 +340,8 @@ class DilatedRNNClassifier(nn.Module):
         Padding comes after every real step of every chain, so the outputs at real steps are those
         of the unpadded sequence; each row is read at its own last step(s).
         """
+        if self.config.readout == "every":
+            return self._every_step(x, lengths)
         B, T, _ = x.shape
         h = self.rnn(x)  # [B, T, H_top]
         if lengths is None:

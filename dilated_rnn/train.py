@@ -31,7 +31,7 @@ from .data import batch_indices, pixel_permutation
 from .datasets import Dataset, as_dataset, check_readout, mnist_info
 from .distributed import barrier, check_replicas, init_from_env, max_across, mean_across, shard, wrap
 from .errors import ParameterError, TrainingDiverged, UserError
-from .evaluate import evaluate
+from .evaluate import evaluate, per_example
 from .files import append_jsonl, exclusive, read_jsonl, write_json, write_jsonl
 from .model import DilatedRNNClassifier
 from .optim import WeightAverage, lr_factor, make_optimizer, set_weight_decay
@@ -51,7 +51,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: f
     """
     def batch_loss():
         logits = model(x) if lengths is None else model(x, lengths)
-        return nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return nn.functional.cross_entropy(*per_example(logits, y), label_smoothing=label_smoothing)
 
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss()

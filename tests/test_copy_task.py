@@ -1,0 +1,83 @@
+"""The copy-memory task: its sequences, its memoryless baseline, and sequence labelling end to end."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dilated_rnn.cli import main
+from dilated_rnn.config import ModelConfig
+from dilated_rnn.copy_task import CLASSES, generate, memoryless_loss
+from dilated_rnn.datasets import load_dataset
+from dilated_rnn.errors import ParameterError, UserError
+from dilated_rnn.evaluate import per_example
+from dilated_rnn.model import DilatedRNNClassifier
+
+
+def test_sequences_hold_ten_symbols_a_delimiter_and_the_symbols_as_the_last_targets():
+    x, y = generate(30, 64, seed=5, stream=0)
+    assert x.shape == (64, 50, 10) and y.shape == (64, 50)
+    tokens = x.argmax(2)
+    assert torch.equal(x.sum(2), torch.ones(64, 50))  # one-hot
+    symbols = tokens[:, :10]
+    assert ((symbols >= 1) & (symbols <= 8)).all()
+    assert (tokens[:, 10:39] == 0).all() and (tokens[:, 39] == 9).all() and (tokens[:, 40:] == 0).all()
+    assert torch.equal(y[:, -10:], symbols) and (y[:, :-10] == 0).all()
+    again, _ = generate(30, 64, seed=5, stream=0)
+    other, _ = generate(30, 64, seed=5, stream=1)
+    assert torch.equal(x, again) and not torch.equal(x, other)
+
+
+def test_the_memoryless_baseline_is_what_a_model_without_memory_scores():
+    """Certain blanks where the target must be blank, a uniform guess over the 8 symbols at the end."""
+    delay = 40
+    _, y = generate(delay, 32, seed=0, stream=2)
+    logits = torch.full((32, delay + 20, 9), -1e9)
+    logits[:, :-10, 0] = 0.0
+    logits[:, -10:, 1:] = 0.0
+    loss = torch.nn.functional.cross_entropy(*per_example(logits, y))
+    assert loss.item() == pytest.approx(memoryless_loss(delay)) == pytest.approx(10 * math.log(8) / 60)
+
+
+def test_dataset_and_bad_specs():
+    data = load_dataset("copy:12", seed=3)
+    assert data.per_step and data.classes == CLASSES and data.num_features == 10
+    assert data.splits["train"].labels.shape == (10000, 32) and data.fixed_length == 32
+    assert not torch.equal(data.splits["train"].x[:5], data.splits["val"].x[:5])
+    for bad in ("copy:", "copy:-3", "copy:ten"):
+        with pytest.raises(UserError, match="expected copy:T"):
+            load_dataset(bad)
+    with pytest.raises(ParameterError, match="must start at 1"):
+        ModelConfig(input_size=10, hidden_sizes=(4, 4), dilations=(2, 4), num_classes=9, readout="every")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_step_logits_are_the_streams_and_the_full_computations(cell):
+    model = DilatedRNNClassifier(10, [6, 5, 4], [1, 2, 4], cell, num_classes=9, readout="every")
+    x, _ = generate(13, 3, seed=0, stream=0)
+    logits = model(x)
+    assert logits.shape == (3, 33, 9)
+    torch.testing.assert_close(model.forward_full(x), logits)
+    with torch.no_grad():
+        streamed, _ = model.stream(x)
+    torch.testing.assert_close(streamed, logits.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_train_on_the_copy_task_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "copy:6", "--cell", "gru", "--hidden-sizes", "8", "--dilations", "1,2,4",
+                 "--steps", "30", "--batch-size", "32", "--eval-every", "15", "--log-every", "5", "--val-limit", "64",
+                 "--test-limit", "64", "--optimizer", "adam", "--lr", "0.01", "--no-progress", "--run-dir",
+                 str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["readout"] == "every" and config["data"]["per_step"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    test = json.loads((run / "test.json").read_text())["test"]
+    assert test["num_examples"] == 64 * 26  # every step of every test sequence
+    capsys.readouterr()
+    assert main(["export", str(run / "best.pt"), "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "--streaming is needed" in capsys.readouterr().err
+    assert main(["export", str(run / "best.pt"), "--streaming", "--check-images", "4", "-o",
+                 str(tmp_path / "step.onnx")]) == 0
