@@ -61,6 +61,21 @@ def session(path, threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def open_graph(path, threads: int = 1, require_sidecar: bool = False):
+    """A session of an ``.onnx`` file after its checks: it exists, it matches its ``.sha256`` (when there
+    is one; ``require_sidecar``: there must be one) and ONNX Runtime can load it. Returns (session, verified)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file")
+    verified = verify_sidecar(path)
+    if require_sidecar and not verified:
+        raise UserError(f"{path}: {sidecar(path).name} is missing; a graph drnn exported is verified against it")
+    try:
+        return session(path, threads), verified
+    except Exception as e:  # ONNX Runtime raises its own exception types for unreadable models
+        raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+
+
 class OnnxBackend:
     """An exported ``.onnx`` model on ONNX Runtime's CPU provider.
 
@@ -72,13 +87,7 @@ class OnnxBackend:
 
     def __init__(self, path, threads: int = 1):
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such model file")
-        verified = verify_sidecar(path)
-        try:
-            self.session = session(path, threads)
-        except Exception as e:  # ONNX Runtime raises its own exception types for unreadable models
-            raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        self.session, verified = open_graph(path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if not verified and meta.get("producer") == "dilated-rnn":
             raise UserError(f"{path}: {sidecar(path).name} is missing; a graph drnn exported is verified against it")

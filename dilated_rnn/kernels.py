@@ -249,6 +249,23 @@ if numba is not None:
                 s += dg[j] * w_hh_t[k, j]
             dh[k] += s
 
+    @njit(inline="always", fastmath=_FLAGS)
+    def _cell_update(cell, gi, gh, h, c):
+        """One inference step of a cell in place: h (and an LSTM's c) from the input part gi = x W_ih^T + b_ih
+        and the recurrent part gh = h W_hh^T + b_hh of the gate pre-activations (cell codes as _CELL_CODES)."""
+        H = h.shape[0]
+        if cell == 0:
+            for j in range(H):
+                h[j] = _tanh(gi[j] + gh[j])
+        elif cell == 1:
+            for j in range(H):
+                _, _, _, o, c[j], tc = _lstm_unit(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j] + gh[2 * H + j],
+                                                  gi[3 * H + j] + gh[3 * H + j], c[j])
+                h[j] = o * tc
+        else:
+            for j in range(H):
+                _, _, _, h[j] = _gru_unit(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j], gh[2 * H + j], h[j])
+
     # ---- vanilla RNN: h_t = tanh(gx_t + h_{t-1} W_hh^T + b_hh); aux: nothing
     @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
     def _rnn_forward(gx, w_hh_t, b_hh, hs, aux, start):
@@ -415,21 +432,8 @@ if numba is not None:
                     h[:] = 0
                     c[:] = 0
                     for k in range(n):
-                        gi = gx[r * n + k]
                         _recurrent_gates(gh, h, w_hh, b_hh)
-                        if cell == 0:
-                            for j in range(H):
-                                h[j] = _tanh(gi[j] + gh[j])
-                        elif cell == 1:
-                            for j in range(H):
-                                _, _, _, o, c[j], tc = _lstm_unit(gi[j] + gh[j], gi[H + j] + gh[H + j],
-                                                                  gi[2 * H + j] + gh[2 * H + j],
-                                                                  gi[3 * H + j] + gh[3 * H + j], c[j])
-                                h[j] = o * tc
-                        else:
-                            for j in range(H):
-                                _, _, _, h[j] = _gru_unit(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j],
-                                                          gh[2 * H + j], h[j])
+                        _cell_update(cell, gx[r * n + k], gh, h, c)
                         base = (r * n + k) * H
                         for j in range(H):
                             above[base + j] = h[j]
@@ -475,20 +479,8 @@ if numba is not None:
                     h = state[b, slot : slot + H]
                     _recurrent_gates(gi[:GH], below, w_ih, b_ih)
                     _recurrent_gates(gh[:GH], h, w_hh, b_hh)
-                    if cell == 0:
-                        for j in range(H):
-                            h[j] = _tanh(gi[j] + gh[j])
-                    elif cell == 1:
-                        c = state[b, slot + H : slot + 2 * H]
-                        for j in range(H):
-                            _, _, _, o, c[j], tc = _lstm_unit(gi[j] + gh[j], gi[H + j] + gh[H + j],
-                                                              gi[2 * H + j] + gh[2 * H + j],
-                                                              gi[3 * H + j] + gh[3 * H + j], c[j])
-                            h[j] = o * tc
-                    else:
-                        for j in range(H):
-                            _, _, _, h[j] = _gru_unit(gi[j] + gh[j], gi[H + j] + gh[H + j], gi[2 * H + j],
-                                                      gh[2 * H + j], h[j])
+                    c = state[b, slot + H : slot + 2 * H] if cell == 1 else h  # an LSTM's cell state
+                    _cell_update(cell, gi, gh, h, c)
                     below = h
                     s_off += d * pair * H
                 for j in range(below.shape[0]):

@@ -28,7 +28,8 @@ come after every real step of a chain, so they never change a real output.
 Two ways to run the stack, with identical results:
 
 * ``DilatedRNN.forward`` computes every step: each layer folds its d chains
-  into the batch and runs one fused cuDNN/oneDNN-style RNN call over B*d rows.
+  into the batch and runs one recurrence over B*d rows (on the CPU in float32
+  the fused kernels of ``kernels.py``, forward and backward; else PyTorch's module).
 * ``DilatedRNN.outputs_at`` computes only the steps that the requested
   outputs depend on (``pruning.plan_outputs``). A classifier reads the last
   step only; with nested dilations (each divides the next) layer l then needs
@@ -36,6 +37,10 @@ Two ways to run the stack, with identical results:
   for dilations 1..256 instead of 7,056. On the CPU in float32 each layer's
   recurrence there runs as one compiled loop (``kernels.py``) rather than
   PyTorch's per-step modules; ``fused = False`` turns that off.
+
+A third way, ``stream``, feeds the stack a chunk of samples at a time and
+carries each layer's last d_l states between calls (``streaming.py``); chunks
+of any sizes give the outputs of the whole sequence.
 
 A batch of sequences of different lengths (``lengths``, each padded at the
 end) is read at each sequence's own last step; ``DilatedRNNClassifier.forward``
@@ -239,7 +244,8 @@ class DilatedRNN(nn.Module):
 
 
 class DilatedRNNClassifier(nn.Module):
-    """Sequence classifier: logits [B, K] from the top layer's last step.
+    """Sequence classifier: logits [B, K] from the top layer's last step; with ``readout="every"``
+    a sequence labeller, logits [B, T, K] at every step (the copy-memory task), which needs d0 = 1.
 
     When the first dilation d0 > 1 the stack is d0 interleaved sub-networks,
     so the readout concatenates the last d0 top-layer outputs (the paper's

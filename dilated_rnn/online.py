@@ -20,7 +20,6 @@ import torch
 from .errors import ParameterError, UserError
 from .files import atomic_path, write_json
 from .infer import latency_stats
-from .integrity import sidecar, verify_sidecar
 from .sources import parse_source
 from .streaming import Streamer
 
@@ -55,17 +54,10 @@ class OnnxStream:
     name = "onnxruntime"
 
     def __init__(self, path, threads: int = 1):
-        from .infer import session
+        from .infer import open_graph
 
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such model file")
-        if not verify_sidecar(path):
-            raise UserError(f"{path}: {sidecar(path).name} is missing; a graph drnn exported is verified against it")
-        try:
-            self.session = session(path, threads)
-        except Exception as e:  # ONNX Runtime raises its own exception types for unreadable models
-            raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        self.session, _ = open_graph(path, threads, require_sidecar=True)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if tuple(inputs) != STEP_INPUTS:
             raise UserError(f"{path}: not a streaming step graph (inputs {', '.join(inputs)}; expected "

@@ -5,7 +5,6 @@ import copy
 import io
 import itertools
 
-import numpy as np
 import pytest
 import torch
 
