@@ -86,7 +86,8 @@ def _add_train(sub) -> None:
     t.add_argument("--run-dir", type=Path, default=None,
                    help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
-                   help="continue the run in RUN_DIR from its last.pt, with its stored config")
+                   help="continue the run in RUN_DIR from its last.pt, with its stored config (--steps may move its "
+                        "end, at a constant learning rate)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a named recipe (cell, task, optimizer, schedule, regularisers); explicit flags win")
     _recipe_flag(t, "cell", "--cell", "-type", type=str.lower, choices=CELL_NAMES, help="recurrent cell")
@@ -328,6 +329,7 @@ def cmd_train(args) -> int:
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
     try:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
+                       steps=args.steps if args.resume is not None and args.steps != TrainConfig.steps else None,
                        progress=not args.no_progress)
     except KeyboardInterrupt as e:  # Ctrl+C or SIGTERM: the conventional 128 + the signal's number
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 saved and says so

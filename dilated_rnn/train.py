@@ -193,6 +193,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    steps: int | None = None,
 ) -> dict:
     """Train (or resume) a run in ``run_dir`` on ``data``; returns a summary with the best checkpoint's test report.
 
@@ -201,7 +202,8 @@ def train(
     returns the test report.
 
     ``stop_after`` ends this call after that many more steps, saving
-    ``last.pt`` without finishing the run. Ctrl+C finishes the step in flight,
+    ``last.pt`` without finishing the run. ``steps`` (resume only) moves the run's end, a finished
+    run's too; with a constant learning rate the run is then the one that had that end from the start. Ctrl+C finishes the step in flight,
     saves ``last.pt`` and raises ``Interrupted`` (a ``KeyboardInterrupt``); so does SIGTERM.
 
     With ``cfg.ema`` the averaged weights are what is validated and what
@@ -215,7 +217,22 @@ def train(
     ctx, dev = init_from_env(device)
     with exclusive(run_dir) if ctx.is_main else contextlib.nullcontext():  # one process writes a run directory
         run = resume_run(run_dir, ctx.is_main) if resume else start_run(run_dir, data, model_config, cfg, ctx.is_main)
+        if resume and steps is not None and steps != run.cfg.steps:
+            _move_end(run, steps, ctx.is_main)
         return _train(run, data, ctx, dev, progress, stop_after)
+
+
+def _move_end(run: Run, steps: int, main: bool) -> None:
+    """Give a resumed run a new last step (its config.json follows); see ``train``."""
+    if run.cfg.schedule != "constant" or run.cfg.warmup:
+        raise ParameterError("steps", f"can change on resume only with a constant learning rate, not the "
+                                      f"{run.cfg.schedule} schedule of {run.run_dir} (whose rates depend on its end)")
+    if steps < run.step:
+        raise ParameterError("steps", f"must be at least the {run.step} steps {run.run_dir} has taken, got {steps}")
+    run.cfg = dataclasses.replace(run.cfg, steps=steps)
+    config = run.run_dir / "config.json"
+    if main and config.is_file():
+        write_json(config, {**json.loads(config.read_text()), "train": asdict(run.cfg)})
 
 
 def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | None) -> dict:

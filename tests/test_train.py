@@ -9,7 +9,7 @@ import dilated_rnn.train
 
 from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from dilated_rnn.data import pixel_permutation, to_sequences
-from dilated_rnn.errors import UserError
+from dilated_rnn.errors import ParameterError, UserError
 from dilated_rnn.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.train import TrainConfig, TrainingDiverged, train
@@ -91,6 +91,25 @@ def test_resume_before_the_first_log(tmp_path, small_mnist):
     assert train(tmp_path / "run", small_mnist, device="cpu", resume=True, progress=False)["finished"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [4]
+
+
+def test_a_finished_run_resumed_with_more_steps_is_the_longer_run(tmp_path, small_mnist):
+    """At a constant learning rate, --resume --steps N continues a finished run into the N-step run."""
+    train(tmp_path / "whole", small_mnist, TINY, _cfg(steps=12), device="cpu", progress=False)
+    assert train(tmp_path / "short", small_mnist, TINY, _cfg(steps=6), device="cpu", progress=False)["finished"]
+    longer = train(tmp_path / "short", small_mnist, device="cpu", resume=True, progress=False, steps=12)
+    assert longer["finished"] and longer["step"] == 12
+    whole, short = (load_checkpoint(tmp_path / r / "last.pt") for r in ("whole", "short"))
+    for key, value in whole["model"].items():
+        assert torch.equal(value, short["model"][key]), key
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["train"]["steps"] == 12
+    logged = [json.loads(line)["step"] for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [3, 6, 9, 12]
+    train(tmp_path / "cosine", small_mnist, TINY, _cfg(steps=6, schedule="cosine"), device="cpu", progress=False)
+    with pytest.raises(ParameterError, match="constant learning rate"):
+        train(tmp_path / "cosine", small_mnist, device="cpu", resume=True, progress=False, steps=12)
+    with pytest.raises(ParameterError, match="at least the 12 steps"):
+        train(tmp_path / "short", small_mnist, device="cpu", resume=True, progress=False, steps=8)
 
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
