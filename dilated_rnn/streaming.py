@@ -18,7 +18,8 @@ LSTM).
 
 On the CPU in float32 without autograd the update runs as one compiled call per
 chunk (``kernels.stream_stack``); elsewhere (float64, GPU, gradients) it runs
-the step below in PyTorch, one sample at a time.
+the step below in PyTorch, one sample at a time. Streaming is inference: no
+dropout is applied, whatever the model's mode.
 """
 
 from __future__ import annotations
@@ -163,10 +164,10 @@ def stream_classifier(clf, x: torch.Tensor, state: StreamState | None, weights=N
     state = check_state(state, layout, x)
     out, new_state = _advance(clf.rnn, x, state, layout, weights)
     if d0 == 1:
-        return clf.head(clf.rnn.drop(out)), new_state
+        return clf.head(out), new_state
     B, n, H = out.shape
     window = torch.cat([layout.recent(state.buffer), out], dim=1).unfold(1, d0, 1)  # [B, n, H, d0]
-    logits = clf.head(clf.rnn.drop(window.transpose(2, 3)).reshape(B, n, d0 * H))
+    logits = clf.head(window.transpose(2, 3).reshape(B, n, d0 * H))
     steps = state.position.unsqueeze(1) + torch.arange(n, device=x.device)  # [B, n]: each row's step
     return logits.masked_fill((steps < d0 - 1).unsqueeze(2), float("nan")), new_state
 
@@ -210,7 +211,7 @@ class Streamer:
 
     def _numpy_step(self, x: torch.Tensor, state: StreamState):
         sizes, head_t, head_b, mean, std = self.arrays
-        x = x.numpy()
+        x = x.detach().numpy()
         if mean is not None:
             x = (x - mean) / std
         out, registers = kernels.stream_arrays(x, self.weights, self.clf.rnn.cell, sizes, state.buffer.numpy())

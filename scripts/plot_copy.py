@@ -11,6 +11,8 @@ from pathlib import Path
 from dilated_rnn.copy_task import PREFIX, memoryless_loss, parse_delay
 from dilated_rnn.plotting import pyplot, save_png
 
+COLORS = {"rnn": "tab:blue", "lstm": "tab:green", "gru": "tab:purple"}  # a cell's two runs share a colour
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,9 +29,10 @@ def main(argv=None) -> int:
             p.error(f"{run}: trained on {spec}, not the copy task")
         delays.add(parse_delay(spec))
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        dilated = "dilated" if max(model["dilations"]) > 1 else "not dilated"
-        ax.plot([r["step"] for r in records], [r["train_loss"] for r in records], ls="-" if max(model["dilations"]) > 1
-                else "--", label=f"{model['cell'].upper()}, {dilated} ({len(model['dilations'])} x {model['hidden_sizes'][0]})")
+        dilated = max(model["dilations"]) > 1
+        ax.plot([r["step"] for r in records], [r["train_loss"] for r in records], ls="-" if dilated else "--",
+                color=COLORS[model["cell"]], label=f"{model['cell'].upper()}, {'dilated' if dilated else 'not dilated'} "
+                                                  f"({len(model['dilations'])} x {model['hidden_sizes'][0]})")
     if len(delays) != 1:
         p.error("the runs have different delays T")
     delay = delays.pop()
