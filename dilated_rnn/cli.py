@@ -425,6 +425,8 @@ def cmd_make_bins(args) -> int:
     from .bins import write_bins
 
     dataset = _load(args.data or TrainConfig.data, args, args.val_fraction, args.seed)
+    if dataset.per_step:
+        raise UserError(f"{dataset.spec}: a label at every step; make-bins writes one label per sequence")
     split = dataset.splits[args.split].subset(_positive("--limit", args.limit))
     n = write_bins(split.sequences(), split.labels, args.output)
     print(f"wrote {n} .bin files and labels.npy to {args.output}")

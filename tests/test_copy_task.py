@@ -81,3 +81,6 @@ def test_train_on_the_copy_task_from_the_command_line(tmp_path, capsys):
     assert "--streaming is needed" in capsys.readouterr().err
     assert main(["export", str(run / "best.pt"), "--streaming", "--check-images", "4", "-o",
                  str(tmp_path / "step.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["make-bins", "--data", "copy:6", "-o", str(tmp_path / "bins")]) == 2
+    assert "a label at every step" in capsys.readouterr().err and not (tmp_path / "bins").exists()
