@@ -130,15 +130,18 @@ class TorchBackend:
             return (self.model(x) if same else self.model(x, torch.from_numpy(lengths))).numpy()
 
 
-def load_backend(source, threads: int = 1):
-    """ONNX Runtime for ``.onnx`` files, PyTorch for checkpoints and ``pretrained:NAME``."""
+def load_backend(source, threads: int = 1, kinds=None):
+    """ONNX Runtime for ``.onnx`` files, PyTorch for checkpoints and ``pretrained:NAME``.
+
+    ``kinds``: the (ONNX, PyTorch) backend classes; default (``OnnxBackend``, ``TorchBackend``)."""
     from .sources import load_model
 
+    onnx_backend, torch_backend = kinds or (OnnxBackend, TorchBackend)
     src = parse_source(source)
     if src.kind == "onnx":
-        return OnnxBackend(src.location, threads)
+        return onnx_backend(src.location, threads)
     model, transform, data = load_model(src)
-    return TorchBackend(model, transform, threads, data)
+    return torch_backend(model, transform, threads, data)
 
 
 def run_inference(backend, inputs, batch_size: int = 256, warmup: int = 3, progress: bool = False):

@@ -249,6 +249,17 @@ if numba is not None:
                 s += dg[j] * w_hh_t[k, j]
             dh[k] += s
 
+    @njit(inline="always")
+    def _layer_weights(weights, off, F, H, G):
+        """One layer's W_ih^T [F, G*H], W_hh^T [H, G*H], b_ih, b_hh in ``pack_weights``'s flat array from
+        offset ``off``, and the offset of the next layer."""
+        GH = G * H
+        w_ih = weights[off : off + F * GH].reshape(F, GH)
+        w_hh = weights[off + F * GH : off + (F + H) * GH].reshape(H, GH)
+        b_ih = weights[off + (F + H) * GH : off + (F + H + 1) * GH]
+        b_hh = weights[off + (F + H + 1) * GH : off + (F + H + 2) * GH]
+        return w_ih, w_hh, b_ih, b_hh, off + (F + H + 2) * GH
+
     @njit(inline="always", fastmath=_FLAGS)
     def _cell_update(cell, gi, gh, h, c):
         """One inference step of a cell in place: h (and an LSTM's c) from the input part gi = x W_ih^T + b_ih
@@ -406,14 +417,7 @@ if numba is not None:
             for l in range(L):
                 F, H, R, n = sizes[l, 0], sizes[l, 1], sizes[l, 2], sizes[l, 3]
                 GH = G * H
-                w_ih = weights[w_off : w_off + F * GH].reshape(F, GH)
-                w_off += F * GH
-                w_hh = weights[w_off : w_off + H * GH].reshape(H, GH)
-                w_off += H * GH
-                b_ih = weights[w_off : w_off + GH]
-                w_off += GH
-                b_hh = weights[w_off : w_off + GH]
-                w_off += GH
+                w_ih, w_hh, b_ih, b_hh, w_off = _layer_weights(weights, w_off, F, H, G)
                 # Input projections of every step first: independent work, off the recurrence's critical path.
                 gx = np.empty((R * n, GH), np.float32)
                 for p in range(R * n):
@@ -468,13 +472,7 @@ if numba is not None:
                 for l in range(L):
                     F, H, d = sizes[l, 0], sizes[l, 1], sizes[l, 2]
                     GH = G * H
-                    w_ih = weights[w_off : w_off + F * GH].reshape(F, GH)
-                    w_off += F * GH
-                    w_hh = weights[w_off : w_off + H * GH].reshape(H, GH)
-                    w_off += H * GH
-                    b_ih = weights[w_off : w_off + GH]
-                    b_hh = weights[w_off + GH : w_off + 2 * GH]
-                    w_off += 2 * GH
+                    w_ih, w_hh, b_ih, b_hh, w_off = _layer_weights(weights, w_off, F, H, G)
                     slot = s_off + (k % d) * pair * H
                     h = state[b, slot : slot + H]
                     _recurrent_gates(gi[:GH], below, w_ih, b_ih)

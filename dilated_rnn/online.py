@@ -20,7 +20,6 @@ import torch
 from .errors import ParameterError, UserError
 from .files import atomic_path, write_json
 from .infer import latency_stats
-from .sources import parse_source
 from .streaming import Streamer
 
 STEP_INPUTS = ("sample", "state", "position")  # the step graph's inputs, in order (export.export_step_onnx)
@@ -81,13 +80,9 @@ class OnnxStream:
 
 def load_stream_backend(source, threads: int = 1):
     """ONNX Runtime for a step graph (``.onnx``), PyTorch for a checkpoint or ``pretrained:NAME``."""
-    from .sources import load_model
+    from .infer import load_backend
 
-    src = parse_source(source)
-    if src.kind == "onnx":
-        return OnnxStream(src.location, threads)
-    model, transform, data = load_model(src)
-    return TorchStream(model, transform, threads, data)
+    return load_backend(source, threads, (OnnxStream, TorchStream))
 
 
 def stream_sequences(backend, sequences: list[np.ndarray], batch_size: int = 1, chunk: int = 1):
