@@ -42,6 +42,14 @@ class _Help(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class _Given(argparse.Action):
+    """Stores the value and records that the flag was given (``<dest>_given``), whatever the value."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
+
+
 def _int_list(flag: str):
     def parse(text: str) -> tuple[int, ...]:
         try:
@@ -121,7 +129,9 @@ def _add_train(sub) -> None:
     t.add_argument("--dilations", type=_int_list("--dilations"), default=None,
                    help="dilation per layer, comma-separated (default: 1, 2, 4, ... while the largest is at most "
                         "half the longest training sequence: 1..256 for MNIST)")
-    t.add_argument("--steps", "-epoch", type=int, default=c.steps, help="training steps (the reference's -epoch)")
+    t.add_argument("--steps", "-epoch", type=int, default=c.steps, action=_Given,
+                   help="training steps (the reference's -epoch)")
+    t.set_defaults(steps_given=False)  # --resume moves a run's end only when --steps is given
     t.add_argument("--batch-size", "-batch_size", type=int, default=c.batch_size, help="batch size")
     t.add_argument("--seed", type=int, default=c.seed,
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
@@ -163,7 +173,7 @@ def _add_export(sub) -> None:
     x.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset; {ATC_OPSET} for the Ascend ATC tool")
     x.add_argument("--input-name", default="Placeholder", help="input tensor name")
     x.add_argument("--output-name", default="the_outputs", help="output tensor name")
-    x.add_argument("--check-images", type=int, default=512,
+    x.add_argument("--check-images", type=int, default=None,
                    help="test sequences used for the parity check (default: 512; 16 with --streaming)")
     x.add_argument("--streaming", action="store_true",
                    help="the one-step graph instead: sample, state and position in; logits, state and position out")
@@ -329,7 +339,7 @@ def cmd_train(args) -> int:
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
     try:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
-                       steps=args.steps if args.resume is not None and args.steps != TrainConfig.steps else None,
+                       steps=args.steps if args.resume is not None and args.steps_given else None,
                        progress=not args.no_progress)
     except KeyboardInterrupt as e:  # Ctrl+C or SIGTERM: the conventional 128 + the signal's number
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 saved and says so
@@ -377,7 +387,8 @@ def cmd_export(args) -> int:
     model, transform, data = load_model(_source(args))
     if args.streaming:
         return _export_streaming(args, model, transform, data)
-    test = _model_data(args, data).splits["test"].subset(_positive("--check-images", args.check_images))
+    checks = 512 if args.check_images is None else _positive("--check-images", args.check_images)
+    test = _model_data(args, data).splits["test"].subset(checks)
     report = export_onnx(model, transform, args.output, test.sequences(), args.precision, args.opset,
                          args.input_name, args.output_name, max_length=export_length(data), data=data)
     p = report["parity"]
@@ -393,7 +404,7 @@ def _export_streaming(args, model, transform, data) -> int:
 
     if args.precision != "fp32":
         raise UserError(f"--streaming exports fp32 only, not {args.precision}")
-    checks = 16 if args.check_images == 512 else _positive("--check-images", args.check_images)
+    checks = 16 if args.check_images is None else _positive("--check-images", args.check_images)
     test = _model_data(args, data).splits["test"].subset(checks)
     report = export_step_onnx(model, transform, args.output, test.sequences(), args.opset, data)
     p = report["parity"]

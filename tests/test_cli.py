@@ -110,4 +110,8 @@ def test_every_help_line_states_its_real_default_once():
     train = commands["train"].parse_args([])
     assert (train.steps, train.batch_size, train.seed) == (TrainConfig.steps, TrainConfig.batch_size, TrainConfig.seed)
     assert train.dilations is None and train.hidden_sizes == ModelConfig.hidden_sizes[:1]
+    # --resume moves a run's end when --steps is given, even at the default's value
+    assert not train.steps_given
+    given = commands["train"].parse_args(["--resume", "run", "--steps", str(TrainConfig.steps)])
+    assert given.steps_given and given.steps == TrainConfig.steps
     assert default_dilations(784) == ModelConfig.dilations  # what "auto" gives MNIST: the paper's 1..256
