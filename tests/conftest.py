@@ -1,5 +1,7 @@
 """Shared fixtures: real MNIST (fetched once into the cache) and tiny model configs."""
 
+import time
+
 import pytest
 import torch
 
@@ -45,3 +47,15 @@ def shipped_checkpoint(tmp_path_factory):
         return path
 
     return make
+
+
+@pytest.fixture
+def wait_for_file():
+    """``wait(path)``: block until ``path`` exists (a run's first checkpoint, say), at most two minutes."""
+
+    def wait(path, timeout: float = 120.0) -> None:
+        deadline = time.time() + timeout
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.01)
+
+    return wait

@@ -6,7 +6,6 @@ import socket
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -61,7 +60,7 @@ def test_two_processes_match_one(tmp_path, mnist_dir):
     assert report["accuracy"] == logged["val_accuracy"] and report["loss"] == pytest.approx(logged["val_loss"], abs=1e-6)
 
 
-def test_sigterm_to_torchrun_saves_once_and_resumes_bit_exactly(tmp_path, mnist_dir):
+def test_sigterm_to_torchrun_saves_once_and_resumes_bit_exactly(tmp_path, mnist_dir, wait_for_file):
     """A scheduler's SIGTERM to torchrun reaches both ranks; they stop at the same step, rank 0 saves
     last.pt, and a resumed run ends with the weights of an uninterrupted one, bit for bit."""
     args = ["--hidden-sizes", "8", "--dilations", "1,2,4,8", "--steps", "40", "--batch-size", "16", "--eval-every",
@@ -74,9 +73,7 @@ def test_sigterm_to_torchrun_saves_once_and_resumes_bit_exactly(tmp_path, mnist_
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(torchrun() + ["--run-dir", "term"] + args + data, cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "term" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_file(tmp_path / "term" / "last.pt")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert "exitcode" not in err  # torchrun reports no worker as failed

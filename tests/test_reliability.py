@@ -20,15 +20,13 @@ def _cmd(*extra):
     return [sys.executable, "-m", "dilated_rnn.cli", "train", *extra]
 
 
-def test_kill_9_then_resume_is_bit_identical(tmp_path, mnist_dir):
+def test_kill_9_then_resume_is_bit_identical(tmp_path, mnist_dir, wait_for_file):
     data = ["--data-dir", str(mnist_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_cmd("--run-dir", "whole", *ARGS, *data), cwd=tmp_path, env=env, check=True, capture_output=True)
     proc = subprocess.Popen(_cmd("--run-dir", "killed", *ARGS, *data), cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_file(tmp_path / "killed" / "last.pt")
     time.sleep(random.Random().uniform(0.0, 0.5))  # a random moment: mid-step, mid-save or mid-validation
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -45,14 +43,12 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, mnist_dir):
     assert len(steps) == 40  # replayed steps were not logged twice
 
 
-def test_ctrl_c_saves_and_exits_cleanly(tmp_path, mnist_dir):
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, mnist_dir, wait_for_file):
     args = [a if a != "40" else "100000" for a in ARGS]  # far more steps than will run
     proc = subprocess.Popen(_cmd("--run-dir", "run", *args, "--data-dir", str(mnist_dir)), cwd=tmp_path,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "run" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_file(tmp_path / "run" / "last.pt")
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -62,16 +58,14 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, mnist_dir):
     assert saved["step"] == len(logged)  # saved at the step where it stopped, not at the last validation
 
 
-def test_sigterm_saves_exits_143_and_resumes_bit_exactly(tmp_path, mnist_dir):
+def test_sigterm_saves_exits_143_and_resumes_bit_exactly(tmp_path, mnist_dir, wait_for_file):
     """A scheduler's SIGTERM behaves as Ctrl+C: the step in flight finishes, last.pt is written."""
     data = ["--data-dir", str(mnist_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_cmd("--run-dir", "whole", *ARGS, *data), cwd=tmp_path, env=env, check=True, capture_output=True)
     proc = subprocess.Popen(_cmd("--run-dir", "term", *ARGS, *data), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "term" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for_file(tmp_path / "term" / "last.pt")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     stopped = load_checkpoint(tmp_path / "term" / "last.pt")["step"]
