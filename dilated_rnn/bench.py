@@ -122,17 +122,20 @@ def _peak_memory(step, dev: torch.device) -> int | None:
     return peak + numpy_peak
 
 
+BACKENDS = ("pytorch", "onnxruntime", "openvino")
+
+
 def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latency_images: int = 500,
                     batch_images: int = 10000, batch_size: int = 1000, threads: int = 2) -> dict:
     """Batch-1 latency on one thread and batched throughput on ``threads``, for one backend.
 
-    ``backend``: ``pytorch`` (the pruned classifier, fused where available) or
-    ``onnxruntime`` (the fp32 export, parity-checked on the way). Inputs are
-    random images (speed does not depend on pixel values).
+    ``backend``: ``pytorch`` (the pruned classifier, fused where available), ``onnxruntime`` (the fp32
+    export, parity-checked on the way) or ``openvino`` (the fp32 IR, likewise). Inputs are random
+    images (speed does not depend on pixel values).
     """
     from .data import to_sequences
-    from .export import export_onnx
-    from .infer import OnnxBackend, TorchBackend, latency_stats, run_inference
+    from .export import export_onnx, export_openvino
+    from .infer import OnnxBackend, OpenvinoBackend, TorchBackend, latency_stats, run_inference
 
     gen = np.random.default_rng(0)
     images = torch.from_numpy(gen.integers(0, 256, (max(latency_images, batch_images), 784), dtype=np.uint8))
@@ -144,8 +147,12 @@ def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latenc
             path = Path(tmp) / "model.onnx"
             export_onnx(model, transform, path, images[:64])
             make = lambda n_threads: OnnxBackend(path, n_threads)
+        elif backend == "openvino":
+            path = Path(tmp) / "model.xml"
+            export_openvino(model, transform, path, images[:64])
+            make = lambda n_threads: OpenvinoBackend(path, n_threads)
         else:
-            raise ParameterError("backend", f"must be pytorch or onnxruntime, got {backend!r}")
+            raise ParameterError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
         saved_threads = torch.get_num_threads()
         try:  # warm-up calls first: compilation, allocator, caches
             _, one = run_inference(make(1), x[:latency_images], batch_size=1, warmup=20)
@@ -287,6 +294,12 @@ def environment(device: str = "cpu") -> dict:
         import onnxruntime
 
         env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import openvino
+
+        env["openvino"] = openvino.__version__.split("-")[0]
     except ImportError:  # pragma: no cover
         pass
     return env

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .cells import CELL_NAMES
-from .config import (ATC_OPSET, DEFAULT_OPSET, INITS, NORMALIZATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES,
+from .config import (ATC_OPSET, DEFAULT_OPSET, FORMATS, INITS, NORMALIZATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES,
                      ModelConfig, TrainConfig)
 from .errors import ParameterError, TrainingDiverged, UserError
 from .presets import DEFAULTS, MODEL_SETTINGS, PRESETS, resolve
@@ -166,10 +166,13 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    x = _command(sub, "export", "export a checkpoint to ONNX, checked against PyTorch", cmd_export)
+    x = _command(sub, "export", "export a checkpoint to ONNX or OpenVINO IR, checked against PyTorch", cmd_export)
     _add_model_source(x)
-    x.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
-    x.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights and compute")
+    x.add_argument("-o", "--output", type=Path, required=True,
+                   help="the file to write: NAME.onnx, or NAME.xml for OpenVINO (weights in NAME.bin)")
+    x.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (ONNX Runtime, ATC) or openvino (IR)")
+    x.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="weights and compute (openvino: fp32, or fp16 weights with fp32 compute)")
     x.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset; {ATC_OPSET} for the Ascend ATC tool")
     x.add_argument("--input-name", default="Placeholder", help="input tensor name")
     x.add_argument("--output-name", default="the_outputs", help="output tensor name")
@@ -190,7 +193,8 @@ def _add_deploy_files(sub) -> None:
     _add_data_flags(b, device=False, data=TrainConfig.data)
 
     i = _command(sub, "infer", "run a model over a folder of .bin inputs", cmd_infer)
-    i.add_argument("model", help=".onnx file (ONNX Runtime), or a .pt checkpoint or pretrained:NAME (PyTorch)")
+    i.add_argument("model", help=".onnx file (ONNX Runtime), .xml IR (OpenVINO), or a .pt checkpoint or "
+                                 "pretrained:NAME (PyTorch)")
     i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (T x F float32 each; MNIST: 784)")
     i.add_argument("-o", "--output", type=Path, required=True, help="folder for NNNNN_output_0.bin files")
     i.add_argument("--batch-size", type=int, default=256, help="1 measures per-image latency")
@@ -218,13 +222,16 @@ def _add_deploy_files(sub) -> None:
                    help="logits per output file (default: what infer.json says, else 10)")
     a.add_argument("-o", "--report", type=Path, default=None, help="JSON path (default: OUTPUT_DIR/accuracy.json)")
 
-    q = _command(sub, "pipeline", "export fp32/fp16/int8, make bins, infer, report accuracy and speed", cmd_pipeline)
+    q = _command(sub, "pipeline", "export ONNX (fp32/fp16/int8) and OpenVINO IR (fp32/fp16), make bins, infer, "
+                                  "report accuracy and speed", cmd_pipeline)
     _add_model_source(q)
     q.add_argument("-o", "--work-dir", type=Path, default=Path("deploy"), help="folder for models, bins, outputs")
     q.add_argument("--limit", type=int, default=None, help="only the first N test sequences (default: all)")
     q.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput run")
     q.add_argument("--batch-threads", type=int, default=2, help="threads of the throughput run")
     q.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated")
+    q.add_argument("--formats", default="onnx,openvino",
+                   help="comma-separated: onnx (ONNX Runtime), openvino (IR; fp32 and fp16)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_flags(q, device=False)
 
@@ -250,7 +257,7 @@ def _add_tools(sub) -> None:
     k.add_argument("--warmup", type=int, default=2, help="untimed training steps per variant first")
     k.add_argument("--batch-size", type=int, default=128, help="training batch size")
     k.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N (training steps only)")
-    k.add_argument("--backends", default="pytorch,onnxruntime", help="inference backends, comma-separated")
+    k.add_argument("--backends", default="pytorch,onnxruntime,openvino", help="inference backends, comma-separated")
     k.add_argument("--latency-images", type=int, default=500, help="batch-1 calls timed (one thread)")
     k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
     k.add_argument("--infer-batch-size", type=int, default=1000, help="batch size of the throughput run")
@@ -389,6 +396,8 @@ def cmd_export(args) -> int:
         return _export_streaming(args, model, transform, data)
     checks = 512 if args.check_images is None else _positive("--check-images", args.check_images)
     test = _model_data(args, data).splits["test"].subset(checks)
+    if args.format == "openvino":
+        return _export_openvino(args, model, transform, data, test)
     report = export_onnx(model, transform, args.output, test.sequences(), args.precision, args.opset,
                          args.input_name, args.output_name, max_length=export_length(data), data=data)
     p = report["parity"]
@@ -399,11 +408,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _export_openvino(args, model, transform, data, test) -> int:
+    from .export import export_length, export_openvino
+
+    if args.output.suffix != ".xml":
+        raise UserError(f"--output {args.output}: --format openvino writes NAME.xml (weights in NAME.bin)")
+    report = export_openvino(model, transform, args.output, test.sequences(), args.precision,
+                             export_length(data), data, args.opset)
+    p = report["parity"]
+    print(f"wrote {report['path']} and {report['weights']} (OpenVINO {report['openvino']} IR, {report['precision']}, "
+          f"{report['bytes'] / 1024:.1f} kB)")
+    print(f"parity with PyTorch on {p['images']} test sequences: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
+          f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
+    return 0
+
+
 def _export_streaming(args, model, transform, data) -> int:
     from .export import export_step_onnx
 
     if args.precision != "fp32":
         raise UserError(f"--streaming exports fp32 only, not {args.precision}")
+    if args.format != "onnx":
+        raise UserError(f"--streaming exports ONNX only, not --format {args.format}")
     checks = 16 if args.check_images is None else _positive("--check-images", args.check_images)
     test = _model_data(args, data).splits["test"].subset(checks)
     report = export_step_onnx(model, transform, args.output, test.sequences(), args.opset, data)
@@ -475,7 +501,8 @@ def cmd_pipeline(args) -> int:
     source = _source(args)
     test = _model_data(args, load_model(source).data).splits["test"].subset(_positive("--limit", args.limit))
     result = run_pipeline(source, test, args.work_dir, _choices("--precisions", args.precisions, PRECISIONS),
-                          args.batch_size, args.batch_threads, progress=not args.no_progress)
+                          args.batch_size, args.batch_threads, progress=not args.no_progress,
+                          formats=_choices("--formats", args.formats, FORMATS))
     print(format_table(result))
     print(f"wrote {args.work_dir / 'pipeline.json'}")
     return 0
@@ -512,14 +539,14 @@ def cmd_mrl(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_inference, bench_train_step, environment
+    from .bench import BACKENDS, bench_inference, bench_train_step, environment
     from .distributed import resolve_device
     from .files import write_json
     from .sources import load_model, pretrained_source
 
     what = _choices("--what", args.what, ("train", "infer", "stream", "lengths"))
     cells = _choices("--cells", args.cells, CELL_NAMES)
-    backends = _choices("--backends", args.backends, ("pytorch", "onnxruntime"))
+    backends = _choices("--backends", args.backends, BACKENDS)
     for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size", "stream_samples"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     device = str(resolve_device(args.device))
@@ -536,14 +563,14 @@ def cmd_bench(args) -> int:
     if "infer" in what:
         print(f"inference, shipped unpermuted models: batch 1 on 1 thread ({args.latency_images} images); "
               f"{args.batch_images} images in batches of {args.infer_batch_size} on {args.threads} threads")
-        print(f"{'cell':5} {'backend':12} {'p50 ms':>7} {'p99 ms':>7} {'batched s':>9} {'images/s':>9}")
+        print(f"{'cell':5} {'backend':13} {'p50 ms':>7} {'p99 ms':>7} {'batched s':>9} {'images/s':>9}")
         for cell in cells:
             model, transform, _ = load_model(pretrained_source(f"{cell}-mnist"))
             for backend in backends:
                 r = bench_inference(model, transform, backend, args.latency_images, args.batch_images,
                                     args.infer_batch_size, args.threads)
                 results["infer"].append(r)
-                print(f"{cell:5} {backend:12} {r['latency_ms_p50']:7.3f} {r['latency_ms_p99']:7.3f} "
+                print(f"{cell:5} {backend:13} {r['latency_ms_p50']:7.3f} {r['latency_ms_p99']:7.3f} "
                       f"{r['batched_s']:9.3f} {r['images_per_s']:9.0f}", flush=True)
     if "stream" in what:
         results["stream"] = _bench_stream(args, cells)

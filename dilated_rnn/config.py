@@ -19,6 +19,7 @@ OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (transform.py)
 PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
+FORMATS = ("onnx", "openvino")  # of exported graphs: ONNX, OpenVINO IR (export.py)
 DEFAULT_OPSET = 17
 ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
 

@@ -1,4 +1,4 @@
-"""ONNX export of a trained classifier, checked against PyTorch before it is written.
+"""ONNX and OpenVINO IR export of a trained classifier, checked against PyTorch before it is written.
 
 The exported graph is the deployable model (the reference's frozen graph plus
 offline model). It takes raw values: the model's input transform (MNIST's
@@ -21,6 +21,11 @@ float32 inside the graph, because ONNX Runtime's CPU provider has no float16
 LSTM/GRU/RNN kernels, so arithmetic stays float32; ``int8``: ONNX Runtime
 dynamic quantisation (int8 LSTM and head weights, activations quantised per
 batch), LSTM only, as ONNX Runtime quantises no GRU or RNN op.
+
+OpenVINO IR (``export_openvino``, ``PATH.xml`` + ``PATH.bin``): the fp32 ONNX
+graph converted by OpenVINO's converter, the runnable counterpart of the
+reference's ATC offline model; ``fp32``, or ``fp16``: weights compressed to
+float16 in the ``.bin`` and decompressed at load, compute in float32.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from .data import to_sequences
 from .datasets import pad_sequences
 from .errors import ParameterError, UserError
 from .files import atomic_path
-from .infer import DeployModel, OnnxBackend
+from .infer import DeployModel, OnnxBackend, OpenvinoBackend, import_openvino
 from .integrity import write_sidecar
 from .model import DilatedRNNClassifier
 from .transform import as_transform
@@ -52,6 +57,7 @@ FP32_TOLERANCE = 1e-4
 # fp16 and int8 are lossy: they must agree with PyTorch's argmax on at least this share of the check
 # images (a broken export agrees on about 10%; dynamic int8 of a trained LSTM measured 98.7-99.9%).
 MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.95}
+OPENVINO_PRECISIONS = ("fp32", "fp16")
 
 
 def _export_fp32(deploy: DeployModel, path: Path, opset: int, input_name: str, output_name: str, length: int):
@@ -128,10 +134,9 @@ def _convert(deploy: DeployModel, tmp: Path, precision: str, opset: int, input_n
     return final
 
 
-def check_parity(onnx_path: Path, deploy: DeployModel, sequences: list[np.ndarray], precision: str,
-                 batch: int) -> dict:
-    """ONNX Runtime vs PyTorch (the pruned plan of each length) on real sequences at batch 1 and ``batch``."""
-    graph = OnnxBackend(onnx_path, threads=1)
+def check_parity(graph, deploy: DeployModel, sequences: list[np.ndarray], precision: str, batch: int) -> dict:
+    """An exported graph's backend (``infer.OnnxBackend``, ``OpenvinoBackend``) vs PyTorch (the pruned plan of
+    each length) on real sequences at batch 1 and ``batch``."""
     x, lengths = (torch.from_numpy(a) for a in pad_sequences(sequences))
     pruned = copy.deepcopy(deploy)
     pruned.full = False
@@ -155,6 +160,30 @@ def check_parity(onnx_path: Path, deploy: DeployModel, sequences: list[np.ndarra
         "fp32_tolerance": tolerance,
         "passed": max(diff_one, diff_many) <= tolerance if precision == "fp32" else agreement >= MIN_AGREEMENT[precision],
     }
+
+
+def _prepare(model: DilatedRNNClassifier, transform, check_inputs, precision: str, precisions,
+             max_length: int | None):
+    """The deployable module, the check sequences and the graph's length, after the checks every export makes."""
+    if precision not in precisions:
+        raise ParameterError("precision", f"must be one of {', '.join(precisions)}, got {precision!r}")
+    if model.config.readout == "every":
+        raise ParameterError("streaming", "is needed: a model with a label at every step exports as the step graph")
+    sequences = _as_sequences(check_inputs)
+    lengths = {len(s) for s in sequences}
+    if max_length is None and len(lengths) != 1:
+        raise ParameterError("max_length", "is needed: the check sequences have several lengths")
+    deploy = DeployModel(model.cpu().eval(), as_transform(transform), full=max_length is not None)
+    return deploy, sequences, max_length or lengths.pop()
+
+
+def _require_parity(path: Path, parity: dict, what: str) -> None:
+    if not parity["passed"]:
+        raise UserError(
+            f"{path}: exported {what} disagrees with PyTorch (max |diff| "
+            f"{max(parity['max_abs_diff_batch1'], parity['max_abs_diff_batched']):.3g}, argmax agreement "
+            f"{parity['argmax_agreement']:.4f}); nothing written"
+        )
 
 
 def export_onnx(
@@ -181,29 +210,15 @@ def export_onnx(
     """
     import onnx
 
-    if precision not in PRECISIONS:
-        raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if model.config.readout == "every":
-        raise ParameterError("streaming", "is needed: a model with a label at every step exports as the step graph")
-    sequences = _as_sequences(check_inputs)
-    lengths = {len(s) for s in sequences}
-    if max_length is None and len(lengths) != 1:
-        raise ParameterError("max_length", "is needed: the check sequences have several lengths")
-    transform = as_transform(transform)
-    deploy = DeployModel(model.cpu().eval(), transform, full=max_length is not None)
+    deploy, sequences, length = _prepare(model, transform, check_inputs, precision, PRECISIONS, max_length)
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
-        final = _convert(deploy, Path(tmp), precision, opset, input_name, output_name, max_length or lengths.pop())
-        _add_metadata(final, precision, model, transform, data)
+        final = _convert(deploy, Path(tmp), precision, opset, input_name, output_name, length)
+        _add_metadata(final, precision, model, deploy, data)
         onnx.checker.check_model(str(final))
         write_sidecar(final)  # the parity check reads the graph as drnn infer will: verified
-        parity = check_parity(final, deploy, sequences, precision, batch=min(256, len(sequences)))
-        if not parity["passed"]:
-            raise UserError(
-                f"{path}: exported {precision} model disagrees with PyTorch (max |diff| "
-                f"{max(parity['max_abs_diff_batch1'], parity['max_abs_diff_batched']):.3g}, argmax agreement "
-                f"{parity['argmax_agreement']:.4f}); nothing written"
-            )
+        parity = check_parity(OnnxBackend(final), deploy, sequences, precision, batch=min(256, len(sequences)))
+        _require_parity(path, parity, f"{precision} model")
         with atomic_path(path) as out:
             out.write_bytes(final.read_bytes())
         write_sidecar(path)  # PATH.sha256: drnn infer verifies the graph against it
@@ -219,6 +234,41 @@ def export_onnx(
         "ops": sorted({n.op_type for n in graph.graph.node}),
         "parity": parity,
     }
+
+
+def export_openvino(model: DilatedRNNClassifier, transform, path, check_inputs, precision: str = "fp32",
+                    max_length: int | None = None, data: dict | None = None, opset: int = DEFAULT_OPSET) -> dict:
+    """OpenVINO IR at ``path`` (``.xml``, weights in the ``.bin`` beside it): the fp32 ONNX graph converted
+    by OpenVINO, checked like ``export_onnx`` (through OpenVINO's CPU plugin) and only then written.
+
+    ``precision``: ``fp32``, or ``fp16`` (weights stored in float16, compute in float32). The sidecar
+    ``PATH.xml.sha256`` covers both files. Arguments as ``export_onnx``'s.
+    """
+    ov = import_openvino()
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ParameterError("path", f"an OpenVINO IR is written as NAME.xml (weights in NAME.bin), got {path.name}")
+    deploy, sequences, length = _prepare(model, transform, check_inputs, precision, OPENVINO_PRECISIONS, max_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = _convert(deploy, Path(tmp), "fp32", opset, "Placeholder", "the_outputs", length)
+        _add_metadata(onnx_path, precision, model, deploy, data)
+        ir = ov.convert_model(str(onnx_path))
+        for key, value in ir.get_rt_info()["framework"].items():  # the ONNX metadata, under our own key
+            ir.set_rt_info(str(value), ["dilated_rnn", key])
+        ir.set_rt_info(precision, ["dilated_rnn", "precision"])
+        staged = Path(tmp) / "model.xml"
+        ov.save_model(ir, str(staged), compress_to_fp16=precision == "fp16")
+        write_sidecar(staged, [staged.with_suffix(".bin")])
+        parity = check_parity(OpenvinoBackend(staged), deploy, sequences, precision, batch=min(256, len(sequences)))
+        _require_parity(path, parity, f"{precision} OpenVINO IR")
+        weights = path.with_suffix(".bin")
+        for src, dst in ((staged.with_suffix(".bin"), weights), (staged, path)):  # the .xml, which names the .bin, last
+            with atomic_path(dst) as out:
+                out.write_bytes(src.read_bytes())
+        write_sidecar(path, [weights])
+    return {"path": str(path), "weights": str(weights), "format": "openvino", "precision": precision,
+            "openvino": ov.__version__.split("-")[0], "variable_length": max_length is not None,
+            "bytes": path.stat().st_size + weights.stat().st_size, "parity": parity}
 
 
 def export_step_onnx(model: DilatedRNNClassifier, transform, path, check_inputs, opset: int = DEFAULT_OPSET,

@@ -1,4 +1,4 @@
-"""Inference backends (PyTorch, ONNX Runtime), timed runs, and inference over a folder of ``.bin`` inputs.
+"""Inference backends (PyTorch, ONNX Runtime, OpenVINO), timed runs, and inference over a folder of ``.bin`` inputs.
 
 A backend is a callable: a list of raw float32 sequences [L, F] (natural
 order) -> logits [N, K] as NumPy. ``run_inference`` times it call by call and
@@ -109,6 +109,56 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
 
+class OpenvinoBackend:
+    """An exported OpenVINO IR (``.xml`` + ``.bin``, ``export.export_openvino``) on OpenVINO's CPU plugin.
+
+    Inputs as ``OnnxBackend``'s. Inference runs in float32 (``INFERENCE_PRECISION_HINT``), whatever
+    the CPU could do in lower precision: an fp16 IR stores its weights in float16 only.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path, threads: int = 1):
+        ov = import_openvino()
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such model file")
+        if not verify_sidecar(path):
+            raise UserError(f"{path}: {sidecar(path).name} is missing; an IR drnn exported is verified against it")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                          "INFERENCE_PRECISION_HINT": "f32",
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
+            raise UserError(f"{path}: not a loadable OpenVINO model ({str(e).splitlines()[0][:200]})") from None
+        self.request = compiled.create_infer_request()
+        inputs = model.inputs
+        shape = inputs[0].get_partial_shape()
+        if len(shape) != 3 or not all(d.is_static for d in shape[1:]) or len(inputs) > 2:
+            raise UserError(f"{path}: model input {inputs[0].get_any_name()} has shape {shape}, expected [N, T, F]")
+        T, self.features = (d.get_length() for d in shape[1:])
+        self.variable = len(inputs) == 2
+        self.length, self.max_length = (None, T) if self.variable else (T, T)
+        key = ["dilated_rnn", "precision"]
+        self.precision = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "unknown"
+
+    def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
+        x, lengths = pad_sequences(sequences, self.max_length)
+        feed = [x, lengths] if self.variable else [x]
+        return self.request.infer(feed)[0].copy()
+
+
+def import_openvino():
+    """The ``openvino`` package, or a one-line error saying how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise UserError("OpenVINO is not installed: pip install 'dilated-rnn[openvino]'") from None
+    return openvino
+
+
 class TorchBackend:
     """A classifier and its input transform run by PyTorch (the pruned stack, fused on the CPU) on ``threads``."""
 
@@ -131,13 +181,18 @@ class TorchBackend:
 
 
 def load_backend(source, threads: int = 1, kinds=None):
-    """ONNX Runtime for ``.onnx`` files, PyTorch for checkpoints and ``pretrained:NAME``.
+    """ONNX Runtime for ``.onnx`` files, OpenVINO for ``.xml`` IR, PyTorch for checkpoints and ``pretrained:NAME``.
 
-    ``kinds``: the (ONNX, PyTorch) backend classes; default (``OnnxBackend``, ``TorchBackend``)."""
+    ``kinds``: the (ONNX, PyTorch) backend classes; default (``OnnxBackend``, ``TorchBackend``); given, an
+    IR is refused (streaming has no IR form)."""
     from .sources import load_model
 
     onnx_backend, torch_backend = kinds or (OnnxBackend, TorchBackend)
     src = parse_source(source)
+    if src.kind == "openvino":
+        if kinds is not None:
+            raise UserError(f"{src.location}: an OpenVINO IR; this command runs a checkpoint, pretrained:NAME or .onnx")
+        return OpenvinoBackend(src.location, threads)
     if src.kind == "onnx":
         return onnx_backend(src.location, threads)
     model, transform, data = load_model(src)

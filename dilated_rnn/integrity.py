@@ -5,7 +5,9 @@ Three forms, one hash (SHA-256 of the file's bytes):
 * a **seal**, a fixed-size footer appended to a file the project alone reads back
   (checkpoints): ``payload + b"\\n#drnn-sha256:" + hex digest + b"\\n"``;
 * a **sidecar** ``FILE.sha256`` beside a file other tools read as it is (exported
-  ONNX graphs, which ONNX Runtime and converters load directly);
+  ONNX graphs and OpenVINO IR, which runtimes and converters load directly), in
+  ``sha256sum``'s format: one line for the file, then one per file it needs (an
+  IR's ``.xml`` lists its ``.bin`` of weights);
 * a **manifest** ``SHA256SUMS`` in a folder of files shipped together (the
   pretrained weights and their cards), in ``sha256sum``'s format and sealed
   itself, so a change to any line of it is caught whichever file is loaded.
@@ -51,21 +53,30 @@ def sidecar(path) -> Path:
     return Path(str(path) + ".sha256")
 
 
-def write_sidecar(path) -> None:
-    """Write ``PATH.sha256`` for the file at ``path`` (atomically)."""
+def write_sidecar(path, companions=()) -> None:
+    """Write ``PATH.sha256`` (atomically) for the file at ``path`` and the ``companions`` beside it."""
     path = Path(path)
-    write_bytes(sidecar(path), f"{sha256(path.read_bytes())}  {path.name}\n".encode())
+    files = [path, *map(Path, companions)]
+    write_bytes(sidecar(path), "".join(f"{sha256(p.read_bytes())}  {p.name}\n" for p in files).encode())
 
 
 def verify_sidecar(path) -> bool:
-    """Check ``path`` against ``PATH.sha256``; False if there is no sidecar, an error if they disagree."""
+    """Check ``path`` and every file its ``PATH.sha256`` lists; False if there is no sidecar, an error if any
+    listed file differs or is missing."""
     path = Path(path)
     side = sidecar(path)
     if not side.is_file():
         return False
-    expected = side.read_text(errors="replace").split()
-    if not expected or expected[0] != sha256(path.read_bytes()):
-        raise UserError(f"{path}: checksum mismatch with {side.name}; the file was changed or damaged after export")
+    lines = [line.partition("  ") for line in side.read_text(errors="replace").splitlines() if line.strip()]
+    names = [name for _, _, name in lines]
+    if not names or names[0] != path.name or any(Path(n).name != n for n in names):
+        raise UserError(f"{side}: damaged; its first line must name {path.name}")
+    for digest, _, name in lines:
+        target = path.parent / name
+        if not target.is_file():
+            raise UserError(f"{target}: missing; {side.name} lists it as part of {path.name}")
+        if digest != sha256(target.read_bytes()):
+            raise UserError(f"{target}: checksum mismatch with {side.name}; the file was changed or damaged after export")
     return True
 
 

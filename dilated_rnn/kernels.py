@@ -38,6 +38,11 @@ from .cells import CELL_NAMES
 try:  # an optional accelerator: without Numba every layer runs PyTorch's module
     import numba
     from numba import njit, prange
+
+    if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+        # OpenMP first: Numba would otherwise take TBB whenever another package (OpenVINO) has loaded
+        # libtbb into the process, and TBB's pool does not survive the forks of data loaders and tests.
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 except ImportError:  # pragma: no cover - exercised only where Numba is missing
     numba = None
 

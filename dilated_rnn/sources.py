@@ -2,7 +2,7 @@
 
 A model argument is a checkpoint written by ``drnn train`` (``.pt``), a shipped
 model (``pretrained:NAME``, listed by ``drnn pretrained``), or, where a command
-runs exported graphs, an ``.onnx`` file.
+runs exported graphs, an ``.onnx`` file or an OpenVINO IR (``.xml``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 PREFIX = "pretrained:"
-KINDS = ("checkpoint", "pretrained", "onnx")
+KINDS = ("checkpoint", "pretrained", "onnx", "openvino")
+GRAPH_SUFFIXES = {".onnx": "onnx", ".xml": "openvino"}
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,13 @@ class ModelSource:
 
 
 def parse_source(source) -> ModelSource:
-    """``pretrained:NAME``, a ``.onnx`` path, or a checkpoint path."""
+    """``pretrained:NAME``, a ``.onnx`` or ``.xml`` path, or a checkpoint path."""
     if isinstance(source, ModelSource):
         return source
     text = str(source)
     if text.startswith(PREFIX):
         return ModelSource("pretrained", text[len(PREFIX):])
-    return ModelSource("onnx" if Path(text).suffix == ".onnx" else "checkpoint", text)
+    return ModelSource(GRAPH_SUFFIXES.get(Path(text).suffix, "checkpoint"), text)
 
 
 def pretrained_source(name: str) -> ModelSource:
@@ -55,8 +56,8 @@ def load_model(source) -> LoadedModel:
     if src.kind == "pretrained":
         model, transform, card = load_pretrained(src.location)
         return LoadedModel(model, transform, card.get("data") or mnist_info())
-    if src.kind == "onnx":
-        raise UserError(f"{src.location}: an ONNX graph, not a checkpoint; this command needs a .pt or pretrained:NAME")
+    if src.kind in GRAPH_SUFFIXES.values():
+        raise UserError(f"{src.location}: an exported graph, not a checkpoint; this command needs a .pt or pretrained:NAME")
     ckpt = load_checkpoint(src.location)
     return LoadedModel(model_from_checkpoint(ckpt, src.location).eval(), transform_from_checkpoint(ckpt, src.location),
                        ckpt.get("data") or mnist_info())

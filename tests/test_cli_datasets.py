@@ -71,8 +71,10 @@ def test_pipeline_on_a_variable_length_model(vowels_run, tmp_path, capsys):
                 "--precisions", "fp32,fp16", "--batch-size", "16", "--no-progress"], capsys)
     result = json.loads((tmp_path / "deploy" / "pipeline.json").read_text())
     assert result["data"] == "ucr:JapaneseVowels" and "(lstm, ucr:JapaneseVowels)" in out
-    for row in result["rows"]:
-        assert row["images"] == 50 and row["accuracy"] == row["batch1_accuracy"]
+    assert [(r["format"], r["precision"]) for r in result["rows"]] == [
+        ("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32"), ("openvino", "fp16")]
+    for row in result["rows"]:  # the IR keeps the lengths input: one graph for every length
+        assert row["images"] == 50 and row["accuracy"] == row["batch1_accuracy"] == result["rows"][0]["accuracy"]
 
 
 def test_fixed_length_univariate_set(tmp_path, capsys):

@@ -4,8 +4,8 @@ import torch
 
 from dilated_rnn.config import ATC_OPSET
 from dilated_rnn.errors import UserError
-from dilated_rnn.export import export_onnx
-from dilated_rnn.infer import DeployModel, session
+from dilated_rnn.export import export_onnx, export_openvino
+from dilated_rnn.infer import DeployModel, OpenvinoBackend, session
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.pretrained import load_pretrained
 
@@ -99,3 +99,51 @@ def test_non_nested_schedule_exports_exactly(tmp_path, mnist):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(6, 6, 6), dilations=(1, 3, 5), cell="lstm"))
     report = export_onnx(model, None, tmp_path / "m.onnx", mnist["test"].images[:64])
     assert report["parity"]["max_abs_diff_batched"] <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["lstm-mnist", "gru-pmnist"])  # the RNN: test_integrity.py and the pipeline tests
+def test_openvino_ir_parity_fp32_and_fp16(tmp_path, mnist, name):
+    import openvino as ov
+
+    model, perm = _trained(name)
+    images = mnist["test"].images[:160]
+    sizes = {}
+    for precision in ("fp32", "fp16"):
+        path = tmp_path / f"{precision}.xml"
+        report = export_openvino(model, perm, path, images, precision=precision)
+        p = report["parity"]
+        assert p["passed"] and p["images"] == 160 and p["batch"] == 160
+        if precision == "fp32":
+            assert max(p["max_abs_diff_batch1"], p["max_abs_diff_batched"]) <= p["fp32_tolerance"]
+            assert p["argmax_agreement"] >= 0.999
+        else:
+            assert p["argmax_agreement"] >= 0.99 and p["max_abs_diff_batched"] > 0  # lossy weights, same answers
+        sizes[precision] = (tmp_path / f"{precision}.bin").stat().st_size
+        # independent check: OpenVINO itself, on images the export never saw
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        x = (mnist["test"].images[5000:5064].float() / 255).unsqueeze(-1)
+        got = compiled(x.numpy())[0]
+        with torch.no_grad():
+            expected = DeployModel(model, perm)(x).numpy()
+        assert got.shape == (64, 10) and (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
+        assert OpenvinoBackend(path).precision == precision
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    assert sizes["fp32"] >= weights and abs(sizes["fp32"] - sizes["fp16"] - weights / 2) < 0.05 * weights  # halved
+
+
+def test_openvino_failed_parity_or_bad_arguments_write_nothing(tmp_path, mnist, monkeypatch):
+    import dilated_rnn.export as export
+
+    from dilated_rnn.errors import ParameterError
+
+    model, perm = _trained("rnn-mnist")
+    images = mnist["test"].images[:16]
+    with pytest.raises(ParameterError, match="precision must be one of fp32, fp16, got 'int8'"):
+        export_openvino(model, perm, tmp_path / "m.xml", images, precision="int8")
+    with pytest.raises(ParameterError, match="NAME.xml"):
+        export_openvino(model, perm, tmp_path / "m.onnx", images)
+    real = export.check_parity
+    monkeypatch.setattr(export, "check_parity", lambda *a, **k: {**real(*a, **k), "passed": False})
+    with pytest.raises(UserError, match="m.xml: exported fp32 OpenVINO IR disagrees with PyTorch"):
+        export_openvino(model, perm, tmp_path / "m.xml", images)
+    assert list(tmp_path.iterdir()) == []

@@ -10,8 +10,8 @@ import torch
 from dilated_rnn.checkpoint import load_checkpoint, save_checkpoint
 from dilated_rnn.cli import main
 from dilated_rnn.errors import UserError
-from dilated_rnn.export import export_onnx
-from dilated_rnn.infer import OnnxBackend
+from dilated_rnn.export import export_onnx, export_openvino
+from dilated_rnn.infer import OnnxBackend, OpenvinoBackend
 from dilated_rnn.integrity import MANIFEST, seal, unseal
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.pretrained import WEIGHTS_DIR, load_pretrained
@@ -140,3 +140,28 @@ def test_exported_graphs_refuse_any_flipped_bit_and_need_their_checksum(tmp_path
     (tmp_path / "m.onnx.sha256").unlink()
     with pytest.raises(UserError, match="m.onnx: m.onnx.sha256 is missing"):
         OnnxBackend(path)
+
+
+def test_openvino_ir_refuses_any_flipped_bit_in_either_file_and_needs_its_checksum(tmp_path, mnist):
+    model, transform, _ = load_pretrained("rnn-mnist")
+    path = tmp_path / "m.xml"
+    export_openvino(model, transform, path, mnist["test"].images[:8])
+    OpenvinoBackend(path)
+    for target in (path, tmp_path / "m.bin"):
+        data = target.read_bytes()
+        for position in _positions(len(data), 40):
+            target.write_bytes(_flipped(data, position))
+            with pytest.raises(UserError, match=f"{target.name}: "):
+                OpenvinoBackend(path)
+        for size in (0, len(data) // 2, len(data) - 1):
+            target.write_bytes(data[:size])
+            with pytest.raises(UserError, match=f"{target.name}: checksum mismatch"):
+                OpenvinoBackend(path)
+        target.write_bytes(data)
+    OpenvinoBackend(path)  # restored: loads again
+    (tmp_path / "m.bin").unlink()
+    with pytest.raises(UserError, match="m.bin: missing; m.xml.sha256 lists it"):
+        OpenvinoBackend(path)
+    (tmp_path / "m.xml.sha256").unlink()
+    with pytest.raises(UserError, match="m.xml: m.xml.sha256 is missing"):
+        OpenvinoBackend(path)

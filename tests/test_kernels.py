@@ -1,6 +1,9 @@
 """The fused CPU recurrences against PyTorch's modules and the per-step reference."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -190,3 +193,15 @@ def test_compiled_inference_sees_weight_updates(update):
     fresh.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed")
+def test_openmp_threading_layer_even_after_openvino_loaded_tbb():
+    code = ("import openvino, numba, torch\n"
+            "from dilated_rnn.model import DilatedRNNClassifier, ModelConfig\n"
+            "m = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell='gru'))\n"
+            "m.eval()(torch.zeros(2, 10, 1))\n"
+            "print(numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["omp"]

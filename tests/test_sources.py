@@ -29,7 +29,7 @@ def test_pretrained_source_loads_the_shipped_model():
 
 
 def test_an_onnx_file_is_not_a_model_to_load(tmp_path):
-    with pytest.raises(UserError, match="m.onnx: an ONNX graph, not a checkpoint"):
+    with pytest.raises(UserError, match="m.onnx: an exported graph, not a checkpoint"):
         load_model(tmp_path / "m.onnx")
     with pytest.raises(UserError, match="nope.pt: no such checkpoint file"):
         load_model(tmp_path / "nope.pt")
