@@ -20,6 +20,7 @@ printing is the CLI's job.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import tempfile
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import kernels
+from . import kernels, native
 from .errors import ParameterError
 from .model import DilatedRNNClassifier, ModelConfig
 from .optim import TFRMSprop
@@ -122,16 +123,17 @@ def _peak_memory(step, dev: torch.device) -> int | None:
     return peak + numpy_peak
 
 
-BACKENDS = ("pytorch", "onnxruntime", "openvino")
+BACKENDS = ("pytorch", "pytorch-numba", "onnxruntime", "openvino")
 
 
 def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latency_images: int = 500,
                     batch_images: int = 10000, batch_size: int = 1000, threads: int = 2) -> dict:
     """Batch-1 latency on one thread and batched throughput on ``threads``, for one backend.
 
-    ``backend``: ``pytorch`` (the pruned classifier, fused where available), ``onnxruntime`` (the fp32
-    export, parity-checked on the way) or ``openvino`` (the fp32 IR, likewise). Inputs are random
-    images (speed does not depend on pixel values).
+    ``backend``: ``pytorch`` (the pruned classifier on the fastest kernels here: ``native.py``'s where
+    available), ``pytorch-numba`` (the same on the Numba kernels), ``onnxruntime`` (the fp32 export,
+    parity-checked on the way) or ``openvino`` (the fp32 IR, likewise). Inputs are random images
+    (speed does not depend on pixel values).
     """
     from .data import to_sequences
     from .export import export_onnx, export_openvino
@@ -141,7 +143,7 @@ def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latenc
     images = torch.from_numpy(gen.integers(0, 256, (max(latency_images, batch_images), 784), dtype=np.uint8))
     x = to_sequences(images).numpy()
     with tempfile.TemporaryDirectory() as tmp:
-        if backend == "pytorch":
+        if backend in ("pytorch", "pytorch-numba"):
             make = lambda n_threads: TorchBackend(model, transform, n_threads)
         elif backend == "onnxruntime":
             path = Path(tmp) / "model.onnx"
@@ -154,9 +156,11 @@ def bench_inference(model: DilatedRNNClassifier, transform, backend: str, latenc
         else:
             raise ParameterError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
         saved_threads = torch.get_num_threads()
-        try:  # warm-up calls first: compilation, allocator, caches
-            _, one = run_inference(make(1), x[:latency_images], batch_size=1, warmup=20)
-            _, many = run_inference(make(threads), x[:batch_images], batch_size=batch_size, warmup=1)
+        kernels_used = native.turned_off() if backend == "pytorch-numba" else contextlib.nullcontext()
+        try:
+            with kernels_used:  # warm-up calls first: compilation, allocator, caches
+                _, one = run_inference(make(1), x[:latency_images], batch_size=1, warmup=20)
+                _, many = run_inference(make(threads), x[:batch_images], batch_size=batch_size, warmup=1)
         finally:
             torch.set_num_threads(saved_threads)
     latency, batched = latency_stats(one, latency_images, 1), latency_stats(many, batch_images, batch_size)
@@ -285,6 +289,7 @@ def environment(device: str = "cpu") -> dict:
         "threads": torch.get_num_threads(),
         "device": device,
         "fused_kernels": kernels.enabled(),
+        "native_kernels": native.available(),
     }
     if kernels.numba is not None:
         env["numba"] = kernels.numba.__version__

@@ -257,7 +257,8 @@ def _add_tools(sub) -> None:
     k.add_argument("--warmup", type=int, default=2, help="untimed training steps per variant first")
     k.add_argument("--batch-size", type=int, default=128, help="training batch size")
     k.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N (training steps only)")
-    k.add_argument("--backends", default="pytorch,onnxruntime,openvino", help="inference backends, comma-separated")
+    k.add_argument("--backends", default="pytorch,pytorch-numba,onnxruntime,openvino",
+                   help="inference backends, comma-separated (pytorch-numba: PyTorch on the Numba kernels)")
     k.add_argument("--latency-images", type=int, default=500, help="batch-1 calls timed (one thread)")
     k.add_argument("--batch-images", type=int, default=10000, help="images in the throughput run")
     k.add_argument("--infer-batch-size", type=int, default=1000, help="batch size of the throughput run")

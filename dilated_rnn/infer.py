@@ -10,6 +10,7 @@ validated before anything is computed or written.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from pathlib import Path
@@ -160,14 +161,20 @@ def import_openvino():
 
 
 class TorchBackend:
-    """A classifier and its input transform run by PyTorch (the pruned stack, fused on the CPU) on ``threads``."""
+    """A classifier and its input transform run by PyTorch (the pruned stack, fused on the CPU) on ``threads``.
+
+    It runs a frozen copy of ``model``: later changes to ``model`` are not seen."""
 
     name = "pytorch"
     precision = "fp32"
 
     def __init__(self, model: DilatedRNNClassifier, transform=None, threads: int = 1, data: dict | None = None):
+        from . import kernels
+
         torch.set_num_threads(threads)
-        self.model = DeployModel(model.cpu().eval(), transform).eval()
+        model = copy.deepcopy(model).cpu().eval()  # its own copy, whose weights are packed once
+        kernels.freeze(model.rnn)
+        self.model = DeployModel(model, transform).eval()
         self.features = model.config.input_size
         self.length = (data or {}).get("fixed_length")  # sequences of other lengths are refused
         self.max_length = None

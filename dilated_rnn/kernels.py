@@ -14,7 +14,9 @@ sees a layer as
 
 Inference (no autograd) goes further: ``stack_outputs`` runs the whole pruned
 stack, every layer and its input projections, in one compiled call with rows
-in parallel, which is what makes batch-1 latency a fraction of a millisecond.
+in parallel, which is what makes batch-1 latency a fraction of a millisecond;
+where the CPU (AVX2) and a C compiler allow, ``native.py``'s kernels run it
+instead, eight rows at a time in the vector lanes.
 
 tanh and the logistic use a rational approximation (|error| < 3e-7, the one
 Eigen uses) that the compiler can vectorise; everything else is the cells'
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import native
 from .cells import CELL_NAMES
 
 try:  # an optional accelerator: without Numba every layer runs PyTorch's module
@@ -85,11 +88,24 @@ def stack_outputs(rnn, x: torch.Tensor, packed_plan) -> torch.Tensor:
     under ``torch.no_grad`` / ``inference_mode``. One call instead of a few
     PyTorch ops per layer is what makes batch-1 latency small.
     """
-    _use_torch_threads()
     readout = packed_plan[-1]
     out = np.empty((x.shape[0], len(readout), rnn.hidden_sizes[-1]), np.float32)
-    _stack_forward(x.detach().contiguous().numpy(), pack_weights(rnn), *packed_plan, out)
+    x = x.detach().contiguous().numpy()
+    weights = getattr(rnn, "_frozen_weights", None)
+    weights = pack_weights(rnn) if weights is None else weights
+    if native.available():  # rows in vector lanes (native.py)
+        native.stack(x, weights, *packed_plan, out, threads=torch.get_num_threads())
+    else:
+        _use_torch_threads()
+        _stack_forward(x, weights, *packed_plan, out)
     return torch.from_numpy(out)
+
+
+def freeze(rnn):
+    """Pack ``rnn``'s weights once for ``stack_outputs``, which then skips packing (a fraction of a batch-1
+    call): for a model that no longer changes, such as the copy a deployment backend owns. Returns ``rnn``."""
+    rnn._frozen_weights = pack_weights(rnn)
+    return rnn
 
 
 def stream_stack(rnn, x: torch.Tensor, registers: torch.Tensor, weights: np.ndarray | None = None):

@@ -23,7 +23,7 @@ def test_train_step_times_every_variant():
     assert r["ratio"] == pytest.approx(r[f"{variants[0]}_s"] / r["full_s"])
 
 
-@pytest.mark.parametrize("backend", ["pytorch", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", ["pytorch", "pytorch-numba", "onnxruntime", "openvino"])
 def test_inference_bench_every_backend(backend):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="lstm"))
     before = torch.get_num_threads()

@@ -1,0 +1,247 @@
+/* The pruned stack's inference with the batch in the vector lanes (AVX2 + FMA): see native.py.
+ *
+ * Eight rows (a tile) advance together: every state, gate and input value is an 8-float vector
+ * whose lane q belongs to row q of the tile, so each weight is broadcast once against eight rows'
+ * values. Gate pre-activations are computed four units at a time in four accumulators that stay in
+ * registers over the whole sum (the register-blocked micro-kernel, `gates`); activations vectorise
+ * over the rows. The arithmetic is that of kernels.py: the same equations, PyTorch's gate order,
+ * the same rational tanh. Weights and plan arrays are those kernels.pack_weights and
+ * kernels.pack_plan make.
+ *
+ * A single row (batch-1 latency) has no lanes to fill: drnn_stack_rows runs rows one at a time with
+ * the vectors across units instead, eight vectors of gate sums held in registers (`row_gates`).
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 8
+typedef __m256 v8;
+
+static inline v8 tanh8(v8 x) {
+    /* Eigen's rational approximation of tanh on [-7.9053, 7.9053] (|error| < 3e-7); beyond, +-1. */
+    const v8 bound = _mm256_set1_ps(7.90531110763549805f);
+    x = _mm256_max_ps(_mm256_min_ps(x, bound), _mm256_sub_ps(_mm256_setzero_ps(), bound));
+    v8 x2 = _mm256_mul_ps(x, x);
+    v8 p = _mm256_set1_ps(-2.76076847742355e-16f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+    v8 q = _mm256_set1_ps(1.19825839466702e-06f);
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+    return _mm256_div_ps(_mm256_mul_ps(x, p), q);
+}
+
+static inline v8 sigmoid8(v8 x) {
+    const v8 half = _mm256_set1_ps(0.5f);
+    return _mm256_fmadd_ps(half, tanh8(_mm256_mul_ps(half, x)), half);
+}
+
+/* NU units of gate sums from unit j for the tile: NU accumulators in registers for the whole sum. */
+#define LANE_BLOCK(NU)                                                                                      \
+    static inline void lane_block_##NU(float *g, const float *in, int K, const float *w, int GH,           \
+                                       const float *b, int j) {                                            \
+        v8 a[NU];                                                                                           \
+        for (int u = 0; u < NU; u++) a[u] = _mm256_set1_ps(b[j + u]);                                       \
+        const float *wk = w + j;                                                                            \
+        for (int k = 0; k < K; k++, wk += GH) {                                                             \
+            v8 x = _mm256_loadu_ps(in + k * LANES);                                                         \
+            for (int u = 0; u < NU; u++) a[u] = _mm256_fmadd_ps(_mm256_set1_ps(wk[u]), x, a[u]);            \
+        }                                                                                                   \
+        for (int u = 0; u < NU; u++) _mm256_storeu_ps(g + (j + u) * LANES, a[u]);                          \
+    }
+LANE_BLOCK(8) LANE_BLOCK(4) LANE_BLOCK(1)
+
+/* g[j] = b[j] + sum_k w[k, j] * in[k] for j < n (w row-major [K, GH]), every value a vector of lanes:
+ * eight units at a time, then four, then one. */
+static void gates(float *g, const float *in, int K, const float *w, int GH, const float *b, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) lane_block_8(g, in, K, w, GH, b, j);
+    for (; j + 4 <= n; j += 4) lane_block_4(g, in, K, w, GH, b, j);
+    for (; j < n; j++) lane_block_1(g, in, K, w, GH, b, j);
+}
+
+#define V(p, j) _mm256_loadu_ps((p) + (j) * LANES)
+
+/* One step of a cell for the tile: h (and an LSTM's c) in place, from gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh. */
+static void cell_update(int cell, int H, const float *gi, const float *gh, float *h, float *c) {
+    for (int j = 0; j < H; j++) {
+        v8 out;
+        if (cell == 0) {
+            out = tanh8(_mm256_add_ps(V(gi, j), V(gh, j)));
+        } else if (cell == 1) {
+            v8 i = sigmoid8(_mm256_add_ps(V(gi, j), V(gh, j)));
+            v8 f = sigmoid8(_mm256_add_ps(V(gi, H + j), V(gh, H + j)));
+            v8 g = tanh8(_mm256_add_ps(V(gi, 2 * H + j), V(gh, 2 * H + j)));
+            v8 o = sigmoid8(_mm256_add_ps(V(gi, 3 * H + j), V(gh, 3 * H + j)));
+            v8 cj = _mm256_fmadd_ps(f, V(c, j), _mm256_mul_ps(i, g));
+            _mm256_storeu_ps(c + j * LANES, cj);
+            out = _mm256_mul_ps(o, tanh8(cj));
+        } else {
+            v8 r = sigmoid8(_mm256_add_ps(V(gi, j), V(gh, j)));
+            v8 z = sigmoid8(_mm256_add_ps(V(gi, H + j), V(gh, H + j)));
+            v8 n = tanh8(_mm256_fmadd_ps(r, V(gh, 2 * H + j), V(gi, 2 * H + j)));
+            out = _mm256_fmadd_ps(z, _mm256_sub_ps(V(h, j), n), n);
+        }
+        _mm256_storeu_ps(h + j * LANES, out);
+    }
+}
+
+/* Lanes [0, n) of a vector on, the rest off: masked loads read zeros there and masked stores skip them. */
+static inline __m256i first_lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* NV vectors of gate sums of one row from unit j, the last vector's lanes chosen by `last`: NV accumulators
+ * in registers over the whole sum. */
+#define ROW_BLOCK(NV)                                                                                      \
+    static inline void row_block_##NV(float *g, const float *in, int K, const float *w, int GH,           \
+                                      const float *b, int j, __m256i last) {                              \
+        v8 a[NV];                                                                                          \
+        for (int u = 0; u < NV - 1; u++) a[u] = _mm256_loadu_ps(b + j + 8 * u);                           \
+        a[NV - 1] = _mm256_maskload_ps(b + j + 8 * (NV - 1), last);                                        \
+        for (int k = 0; k < K; k++) {                                                                      \
+            v8 x = _mm256_set1_ps(in[k]);                                                                  \
+            const float *wk = w + (int64_t)k * GH + j;                                                     \
+            for (int u = 0; u < NV - 1; u++) a[u] = _mm256_fmadd_ps(x, _mm256_loadu_ps(wk + 8 * u), a[u]); \
+            a[NV - 1] = _mm256_fmadd_ps(x, _mm256_maskload_ps(wk + 8 * (NV - 1), last), a[NV - 1]);         \
+        }                                                                                                  \
+        for (int u = 0; u < NV - 1; u++) _mm256_storeu_ps(g + j + 8 * u, a[u]);                           \
+        _mm256_maskstore_ps(g + j + 8 * (NV - 1), last, a[NV - 1]);                                        \
+    }
+ROW_BLOCK(1) ROW_BLOCK(2) ROW_BLOCK(3) ROW_BLOCK(4) ROW_BLOCK(5) ROW_BLOCK(6) ROW_BLOCK(7) ROW_BLOCK(8)
+
+/* g[j] = b[j] + sum_k w[k, j] * in[k] for j < GH, one row: vectors across units j, up to eight at a time. */
+static void row_gates(float *g, const float *in, int K, const float *w, int GH, const float *b) {
+    for (int j = 0; j < GH;) {
+        int nv = (GH - j + 7) / 8;
+        nv = nv > 8 ? 8 : nv;
+        __m256i last = first_lanes(GH - j - 8 * (nv - 1));
+        switch (nv) {
+            case 1: row_block_1(g, in, K, w, GH, b, j, last); break;
+            case 2: row_block_2(g, in, K, w, GH, b, j, last); break;
+            case 3: row_block_3(g, in, K, w, GH, b, j, last); break;
+            case 4: row_block_4(g, in, K, w, GH, b, j, last); break;
+            case 5: row_block_5(g, in, K, w, GH, b, j, last); break;
+            case 6: row_block_6(g, in, K, w, GH, b, j, last); break;
+            case 7: row_block_7(g, in, K, w, GH, b, j, last); break;
+            default: row_block_8(g, in, K, w, GH, b, j, last); break;
+        }
+        j += 8 * nv;
+    }
+}
+
+/* One step of a cell for one row, vectors across units (the last one masked). */
+static void row_update(int cell, int H, const float *gi, const float *gh, float *h, float *c) {
+    for (int j = 0; j < H; j += 8) {
+        __m256i m = first_lanes(H - j);
+#define L(p, off) _mm256_maskload_ps((p) + (off) + j, m)
+        v8 out;
+        if (cell == 0) {
+            out = tanh8(_mm256_add_ps(L(gi, 0), L(gh, 0)));
+        } else if (cell == 1) {
+            v8 i = sigmoid8(_mm256_add_ps(L(gi, 0), L(gh, 0)));
+            v8 f = sigmoid8(_mm256_add_ps(L(gi, H), L(gh, H)));
+            v8 g = tanh8(_mm256_add_ps(L(gi, 2 * H), L(gh, 2 * H)));
+            v8 o = sigmoid8(_mm256_add_ps(L(gi, 3 * H), L(gh, 3 * H)));
+            v8 cj = _mm256_fmadd_ps(f, L(c, 0), _mm256_mul_ps(i, g));
+            _mm256_maskstore_ps(c + j, m, cj);
+            out = _mm256_mul_ps(o, tanh8(cj));
+        } else {
+            v8 r = sigmoid8(_mm256_add_ps(L(gi, 0), L(gh, 0)));
+            v8 z = sigmoid8(_mm256_add_ps(L(gi, H), L(gh, H)));
+            v8 n = tanh8(_mm256_fmadd_ps(r, L(gh, 2 * H), L(gi, 2 * H)));
+            out = _mm256_fmadd_ps(z, _mm256_sub_ps(L(h, 0), n), n);
+        }
+#undef L
+        _mm256_maskstore_ps(h + j, m, out);
+    }
+}
+
+/* Units [unit0, unit1) of x [B, T, F0] through the stack, W rows per unit: W = LANES, a tile in the vector
+ * lanes (gates, cell_update); W = 1, one row with vectors across units (row_gates, row_update). Every
+ * buffer holds W values per entry. Arguments as drnn_stack_tiles'. */
+static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
+                     int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
+                     int64_t n_readout, float *out, int64_t W, int64_t unit0, int64_t unit1) {
+    int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3);
+    int64_t longest = T * F0, widest = 0, deepest = 0;
+    for (int64_t l = 0; l < L; l++) {
+        int64_t rows = sizes[4 * l + 1] * sizes[4 * l + 2] * sizes[4 * l + 3];
+        if (rows > longest) longest = rows;
+        if (G * sizes[4 * l + 1] > widest) widest = G * sizes[4 * l + 1];
+        if (sizes[4 * l] > deepest) deepest = sizes[4 * l];
+    }
+    float *buf = aligned_alloc(32, sizeof(float) * LANES * (2 * longest + 4 * widest + deepest) + 32);
+    if (!buf) return -1;
+    float *below = buf, *above = below + longest * W, *gi = above + longest * W;
+    float *gh = gi + widest * W, *h = gh + widest * W, *c = h + widest * W, *zero = c + widest * W;
+    memset(zero, 0, sizeof(float) * W * deepest);
+    for (int64_t unit = unit0; unit < unit1; unit++) {
+        int64_t first = unit * W, rows = B - first < W ? B - first : W;
+        memset(below, 0, sizeof(float) * W * T * F0);
+        for (int64_t q = 0; q < rows; q++)
+            for (int64_t p = 0; p < T * F0; p++) below[p * W + q] = x[(first + q) * T * F0 + p];
+        int64_t rows_below = T, w_off = 0, g_off = 0;
+        float *lo = below, *hi = above;
+        for (int64_t l = 0; l < L; l++) {
+            int F = (int)sizes[4 * l], H = (int)sizes[4 * l + 1];
+            int64_t R = sizes[4 * l + 2], n = sizes[4 * l + 3];
+            int GH = G * H;
+            const float *w_ih = weights + w_off, *w_hh = w_ih + (int64_t)F * GH;
+            const float *b_ih = w_hh + (int64_t)H * GH, *b_hh = b_ih + GH;
+            w_off += (int64_t)(F + H + 2) * GH;
+            for (int64_t r = 0; r < R; r++) {
+                memset(h, 0, sizeof(float) * W * H);
+                memset(c, 0, sizeof(float) * W * H);
+                for (int64_t k = 0; k < n; k++) {
+                    int64_t p = r * n + k, src = gather[g_off + p];
+                    const float *in = src < rows_below ? lo + src * F * W : zero;
+                    if (W == 1) {
+                        row_gates(gi, in, F, w_ih, GH, b_ih);
+                        row_gates(gh, h, H, w_hh, GH, b_hh);
+                        row_update((int)cell, H, gi, gh, h, c);
+                    } else {
+                        gates(gi, in, F, w_ih, GH, b_ih, GH);
+                        gates(gh, h, H, w_hh, GH, b_hh, GH);
+                        cell_update((int)cell, H, gi, gh, h, c);
+                    }
+                    memcpy(hi + p * H * W, h, sizeof(float) * W * H);
+                }
+            }
+            g_off += R * n;
+            rows_below = R * n;
+            float *t = lo; lo = hi; hi = t;
+        }
+        int64_t H = sizes[4 * (L - 1) + 1];
+        for (int64_t q = 0; q < rows; q++)
+            for (int64_t i = 0; i < n_readout; i++)
+                for (int64_t j = 0; j < H; j++)
+                    out[((first + q) * n_readout + i) * H + j] = lo[(readout[i] * H + j) * W + q];
+    }
+    free(buf);
+    return 0;
+}
+
+/* Tiles [tile0, tile1) (rows tile * LANES on) of x [B, T, F0] through the stack; out [B, n_readout, H_top].
+ * sizes [L, 4] = (F, H, R, n) per layer; gather: the rows of the layer below each layer's steps read,
+ * chain by chain (a row >= the rows below is a padded step: zero input); readout: the top layer's rows.
+ * Returns 0, or -1 if memory ran out. */
+int drnn_stack_tiles(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
+                     int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
+                     int64_t n_readout, float *out, int64_t tile0, int64_t tile1) {
+    return run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, LANES, tile0, tile1);
+}
+
+/* Rows [row0, row1) one at a time; arguments as drnn_stack_tiles'. */
+int drnn_stack_rows(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
+                    int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
+                    int64_t n_readout, float *out, int64_t row0, int64_t row1) {
+    return run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, 1, row0, row1);
+}

@@ -1,0 +1,92 @@
+"""The native inference kernels (rows in lanes, and one row at a time) against the per-step reference; fallbacks."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from dilated_rnn import kernels, native
+from dilated_rnn.cells import CELL_NAMES
+from dilated_rnn.data import to_sequences
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+from dilated_rnn.reference import reference_forward
+
+needs_lanes = pytest.mark.skipif(not native.available(), reason="no AVX2/FMA CPU or no C compiler")
+SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [3, 2, 5], [4])
+
+
+def _native(model, x, threads=2, lanes=None):
+    """The top layer's outputs at the classifier's readout steps, by the native kernels."""
+    rnn, T = model.rnn, x.shape[1]
+    packed = kernels.pack_plan(rnn, rnn._plan(T, tuple(range(T - rnn.dilations[0], T))))
+    out = np.full((len(x), len(packed[-1]), rnn.hidden_sizes[-1]), np.nan, np.float32)
+    native.stack(x.numpy(), kernels.pack_weights(rnn), *packed, out, threads=threads, lanes=lanes)
+    return torch.from_numpy(out)
+
+
+@needs_lanes
+@pytest.mark.parametrize("cell,dilations,T", list(itertools.product(CELL_NAMES, SCHEDULES, (24, 25, 7))))
+def test_native_kernels_match_reference(cell, dilations, T):
+    """Nested and other schedules, lengths a dilation does not divide, partial tiles, widths not a multiple
+    of 4 or 8 (lanes) and wider than 8 (one row: vectors across units and a scalar tail)."""
+    if T < dilations[0]:
+        pytest.skip("sequence shorter than the readout")
+    for B, F, H in ((1, 1, 5), (8, 3, 4), (13, 2, 6), (17, 1, 3), (3, 2, 19)):
+        model = DilatedRNNClassifier(F, [H, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3).double()
+        x = torch.randn(B, T, F, dtype=torch.float64)
+        with torch.no_grad():
+            expected = reference_forward(model.rnn, x)[:, T - dilations[0]:].float()
+        for lanes in (True, False):
+            got = _native(model.float(), x.float(), lanes=lanes)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_lanes
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_native_at_paper_scale_on_real_images_any_thread_count(cell, mnist):
+    model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell)).eval()
+    x = to_sequences(mnist["test"].images[:21])
+    got = [_native(model, x, threads) for threads in (1, 2, 3)]
+    assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])  # tiles are independent
+    rows = _native(model, x, 2, lanes=False)
+    with torch.no_grad():
+        model.rnn.fused = False
+        expected = model.rnn.outputs_at(x, [783])
+    torch.testing.assert_close(got[0], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(rows, expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_lanes
+def test_classifier_runs_native_kernels(monkeypatch):
+    model = DilatedRNNClassifier(2, [6, 6], [1, 2], "gru", num_classes=4).eval()
+    calls = []
+    real = native.stack
+    monkeypatch.setattr(native, "stack", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    x = torch.randn(9, 11, 2)
+    with torch.no_grad():
+        many, few = model(x), model(x[:7])
+        model.rnn.fused = False
+        expected = model(x)
+    assert calls == [9, 7]
+    torch.testing.assert_close(many, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(few, expected[:7], rtol=1e-5, atol=1e-5)
+
+
+def test_unavailable_without_a_compiler_or_when_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setenv("DRNN_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    assert not native.available() and list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    model = DilatedRNNClassifier(1, [4, 4], [1, 2], "lstm", num_classes=3).eval()
+    x = torch.randn(10, 9, 1)
+    with torch.no_grad():
+        got = model(x)  # Numba's kernel
+        model.rnn.fused = False
+        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setenv("DRNN_NATIVE", "0")
+    monkeypatch.delenv("CC")
+    assert not native.available()
+    with pytest.raises(RuntimeError, match="not available"):
+        _native(model, x)
