@@ -10,7 +10,7 @@ run one row at a time with the vectors across a step's units instead.
 It needs an x86-64 CPU with AVX2 and FMA and a C compiler (``cc``, or ``$CC``):
 the source is compiled once into the kernel cache (``$DRNN_KERNEL_CACHE``, else
 ``~/.cache/dilated-rnn/kernels``), under a name that hashes the source and the
-compiler command. Without them, or with ``DRNN_NATIVE=0``, ``available()`` is
+compiler command, with a ``.sha256`` checked before every load. Without them, or with ``DRNN_NATIVE=0``, ``available()`` is
 False and inference runs the Numba kernels as before.
 """
 
@@ -28,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UserError
+from .integrity import verify_sidecar, write_sidecar
 
 LANES = 8
 SOURCE = Path(__file__).parent / "csrc" / "stack.c"
@@ -54,21 +57,27 @@ def cache_dir() -> Path:
 
 
 def _compile() -> Path | None:
+    """The built library, verified against its ``.sha256`` (a damaged or missing one is rebuilt); None if
+    it cannot be built here (no compiler, a compile error, an unwritable cache)."""
     compiler = shlex.split(os.environ.get("CC", "cc"))
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join(compiler + FLAGS).encode()).hexdigest()[:16]
     target = cache_dir() / f"stack-{key}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: never half-written
-        built = Path(tmp) / target.name
-        try:
+    try:
+        if target.is_file() and verify_sidecar(target):
+            return target
+    except UserError:  # changed since it was built: build it again
+        pass
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: never half-written
+            built = Path(tmp) / target.name
             subprocess.run([*compiler, *FLAGS, "-o", str(built), str(SOURCE)], check=True, capture_output=True,
                            timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        os.replace(built, target)
+            os.replace(built, target)
+        write_sidecar(target)
+    except (OSError, subprocess.SubprocessError):
+        return None
     return target
 
 

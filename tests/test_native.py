@@ -90,3 +90,15 @@ def test_unavailable_without_a_compiler_or_when_turned_off(tmp_path, monkeypatch
     assert not native.available()
     with pytest.raises(RuntimeError, match="not available"):
         _native(model, x)
+
+
+@needs_lanes
+def test_a_damaged_build_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRNN_KERNEL_CACHE", str(tmp_path))
+    built = native._compile()
+    assert built.parent == tmp_path and (tmp_path / (built.name + ".sha256")).is_file()
+    data = built.read_bytes()
+    built.write_bytes(data[: len(data) // 2])  # truncated after it was built
+    assert native._compile() == built and len(built.read_bytes()) > len(data) // 2  # rebuilt whole
+    (tmp_path / (built.name + ".sha256")).unlink()
+    assert native._compile() == built and (tmp_path / (built.name + ".sha256")).is_file()
