@@ -59,9 +59,10 @@ def enabled() -> bool:
 
 
 def supports(x: torch.Tensor, cell: str) -> bool:
+    if not (x.is_cpu and x.dtype == torch.float32 and cell in CELL_NAMES and enabled()):
+        return False
     # Tracing (ONNX export) must see PyTorch's RNN modules, which map to native ONNX ops.
-    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    return enabled() and not tracing and cell in CELL_NAMES and x.device.type == "cpu" and x.dtype == torch.float32
+    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,26 +79,29 @@ def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str, start: torch.Tensor
     return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell, start)
 
 
-def stack_outputs(rnn, x: torch.Tensor, packed_plan) -> torch.Tensor:
+def stack_outputs(rnn, x: torch.Tensor, T: int, steps: tuple[int, ...]) -> torch.Tensor:
     """Inference: the whole pruned stack in one compiled call, rows in parallel.
 
-    ``rnn`` is a ``DilatedRNN``, ``packed_plan`` is ``pack_plan(rnn, plan)`` of its
-    ``pruning.OutputPlan`` for ``x`` [B, T, F]. Returns the top-layer outputs at
-    the plan's readout rows [B, len(readout), H_top], as
-    ``DilatedRNN.outputs_at`` does. There is no autograd, so callers use it only
-    under ``torch.no_grad`` / ``inference_mode``. One call instead of a few
-    PyTorch ops per layer is what makes batch-1 latency small.
+    ``rnn`` is a ``DilatedRNN``, ``x`` [B, T, F]; ``steps`` the steps whose top-layer outputs are wanted.
+    Returns them, [B, len(steps), H_top], as ``DilatedRNN.outputs_at`` does. There is no autograd, so
+    callers use it only under ``torch.no_grad`` / ``inference_mode``. One call instead of a few
+    PyTorch ops per layer is what makes batch-1 latency small; a frozen stack (``freeze``) also keeps
+    its native kernel per (T, steps).
     """
-    readout = packed_plan[-1]
-    out = np.empty((x.shape[0], len(readout), rnn.hidden_sizes[-1]), np.float32)
+    packed = rnn._cached(("packed", T, steps), lambda: pack_plan(rnn, rnn._plan(T, steps)))
+    out = np.empty((x.shape[0], len(packed[-1]), rnn.hidden_sizes[-1]), np.float32)
     x = x.detach().contiguous().numpy()
-    weights = getattr(rnn, "_frozen_weights", None)
-    weights = pack_weights(rnn) if weights is None else weights
+    frozen = getattr(rnn, "_frozen_weights", None)
+    weights = pack_weights(rnn) if frozen is None else frozen
     if native.available():  # rows in vector lanes (native.py)
-        native.stack(x, weights, *packed_plan, out, threads=torch.get_num_threads())
+        if frozen is None:
+            kernel = native.StackKernel(weights, *packed)
+        else:
+            kernel = rnn._cached(("native", T, steps), lambda: native.StackKernel(weights, *packed))
+        kernel.run(x, out, threads=torch.get_num_threads())
     else:
         _use_torch_threads()
-        _stack_forward(x, weights, *packed_plan, out)
+        _stack_forward(x, weights, *packed, out)
     return torch.from_numpy(out)
 
 
@@ -105,6 +109,7 @@ def freeze(rnn):
     """Pack ``rnn``'s weights once for ``stack_outputs``, which then skips packing (a fraction of a batch-1
     call): for a model that no longer changes, such as the copy a deployment backend owns. Returns ``rnn``."""
     rnn._frozen_weights = pack_weights(rnn)
+    rnn._index_cache = {k: v for k, v in rnn._index_cache.items() if k[0] != "native"}  # bound to the old weights
     return rnn
 
 
@@ -128,10 +133,12 @@ def stream_sizes(rnn) -> np.ndarray:
 
 def stream_arrays(x: np.ndarray, weights: np.ndarray, cell: str, sizes: np.ndarray, registers: np.ndarray):
     """``stream_stack`` on NumPy arrays (float32): (top outputs [B, n, H_top], new registers [B, M])."""
+    if native.available():  # rows one at a time, vectors across units (native.py)
+        return native.stream(x, weights, CELL_CODES[cell], sizes, registers, threads=torch.get_num_threads())
     _use_torch_threads()
     state = np.array(registers, dtype=np.float32, order="C")  # a copy: the caller's state is left as it was
     out = np.empty((x.shape[0], x.shape[1], sizes[-1, 1]), np.float32)
-    _stream_forward(np.ascontiguousarray(x, dtype=np.float32), weights, _CELL_CODES[cell], sizes, state, out)
+    _stream_forward(np.ascontiguousarray(x, dtype=np.float32), weights, CELL_CODES[cell], sizes, state, out)
     return out, state
 
 
@@ -144,7 +151,7 @@ def pack_plan(rnn, plan) -> tuple:
     sizes = np.array([(layer.input_size, layer.hidden_size, len(lp.residues), lp.length)
                       for layer, lp in zip(rnn.layers, plan.layers)], np.int64)
     gather = np.concatenate([np.asarray(lp.gather, np.int64) for lp in plan.layers])
-    return _CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64)
+    return CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64)
 
 
 def pack_weights(rnn) -> np.ndarray:
@@ -284,7 +291,7 @@ if numba is not None:
     @njit(inline="always", fastmath=_FLAGS)
     def _cell_update(cell, gi, gh, h, c):
         """One inference step of a cell in place: h (and an LSTM's c) from the input part gi = x W_ih^T + b_ih
-        and the recurrent part gh = h W_hh^T + b_hh of the gate pre-activations (cell codes as _CELL_CODES)."""
+        and the recurrent part gh = h W_hh^T + b_hh of the gate pre-activations (cell codes as CELL_CODES)."""
         H = h.shape[0]
         if cell == 0:
             for j in range(H):
@@ -519,4 +526,4 @@ if numba is not None:
     _BACKWARD = {"rnn": _rnn_backward, "lstm": _lstm_backward, "gru": _gru_backward}
 
 _AUX = {"rnn": 0, "lstm": 6, "gru": 4}
-_CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # what _stack_forward branches on
+CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # what _stack_forward branches on

@@ -202,8 +202,7 @@ class DilatedRNN(nn.Module):
         dropping = self.training and self.dropout > 0
         fused = self.fused and kernels.supports(x, self.cell)
         if fused and shift is None and not torch.is_grad_enabled() and not dropping:
-            packed = self._cached(("packed", T, steps), lambda: kernels.pack_plan(self, self._plan(T, steps)))
-            return kernels.stack_outputs(self, x, packed)
+            return kernels.stack_outputs(self, x, T, steps)
         layers_plan, readout = self._indices(T, steps, x.device)
         h = x
         for i, (layer, (gather, R, n, padded, residues, d)) in enumerate(zip(self.layers, layers_plan)):

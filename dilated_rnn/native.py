@@ -1,17 +1,22 @@
 """Native inference kernels, batch in the vector lanes (``csrc/stack.c``): compiled on first use, loaded with ctypes.
 
-``kernels.stack_outputs`` runs the pruned stack one row per thread, each step a
-matrix-vector product whose sums form a chain of dependent additions. Here
-eight rows advance together in the lanes of AVX2 registers: each weight is
+Numba's kernels (``kernels.py``) run the pruned stack one row per thread, each
+step a matrix-vector product whose sums form a chain of dependent additions.
+Here eight rows advance together in the lanes of AVX2 registers: each weight is
 broadcast once against eight rows, and a step's gate sums are independent
-register accumulators. Batches of fewer than ``LANES`` rows (batch-1 latency)
-run one row at a time with the vectors across a step's units instead.
+register accumulators (``StackKernel``). Batches of fewer than ``LANES`` rows
+(batch-1 latency) run one row at a time with the vectors across a step's units
+instead, as streaming does (``StreamKernel``: the shift registers of
+``streaming.py``, and the classifier's head, in one call per chunk). A kernel
+object binds the fixed arrays' addresses once, so the callers that keep one (a
+frozen model, a ``Streamer``) pay per call little more than the kernel itself.
 
 It needs an x86-64 CPU with AVX2 and FMA and a C compiler (``cc``, or ``$CC``):
 the source is compiled once into the kernel cache (``$DRNN_KERNEL_CACHE``, else
 ``~/.cache/dilated-rnn/kernels``), under a name that hashes the source and the
-compiler command, with a ``.sha256`` checked before every load. Without them, or with ``DRNN_NATIVE=0``, ``available()`` is
-False and inference runs the Numba kernels as before.
+compiler command, with a ``.sha256`` checked before every load. Without them, or
+with ``DRNN_NATIVE=0``, ``available()`` is False and inference runs the Numba
+kernels.
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ def _load():
                     p, i = ctypes.c_void_p, ctypes.c_int64
                     for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows):
                         fn.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, i, i]
+                    lib.drnn_stream_rows.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i, i]
+                    for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows, lib.drnn_stream_rows):
                         fn.restype = ctypes.c_int
                     _library = lib
     return _library
@@ -123,21 +130,111 @@ def stack(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, gath
     out [B, len(readout), H_top] float32, C-contiguous. ``lanes``: tiles of ``LANES`` rows (the last one
     padded) or one row at a time; None picks tiles from ``LANES`` rows on.
     """
-    lib = _load()
-    if not lib:
-        raise RuntimeError("the native kernels are not available on this machine")
-    x, weights, sizes, gather, readout = (np.ascontiguousarray(a) for a in (x, weights, sizes, gather, readout))
-    if x.dtype != np.float32 or weights.dtype != np.float32 or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError("x, weights and out must be float32, out C-contiguous")
-    B, T, F = x.shape
-    lanes = B >= LANES if lanes is None else lanes
-    fn, units = (lib.drnn_stack_tiles, -(-B // LANES)) if lanes else (lib.drnn_stack_rows, B)
-    ptr = lambda a: a.ctypes.data
+    StackKernel(weights, cell, sizes, gather, readout).run(x, out, threads, lanes)
 
-    def run(bounds):
-        return fn(ptr(x), B, T, F, ptr(weights), cell, len(sizes), ptr(sizes), ptr(gather), ptr(readout),
-                  len(readout), ptr(out), *bounds)
 
+class StackKernel:
+    """The pruned stack's kernel bound to fixed weights and one plan (``stack``'s arrays but x and out).
+
+    The fixed arrays' addresses are taken once, so a caller that keeps it (a frozen model, per sequence
+    length) pays at each call only for x, out and the kernel: what batch-1 latency needs.
+    """
+
+    def __init__(self, weights: np.ndarray, cell: int, sizes: np.ndarray, gather: np.ndarray, readout: np.ndarray):
+        lib = _load()
+        if not lib:
+            raise RuntimeError("the native kernels are not available on this machine")
+        weights = np.ascontiguousarray(weights)
+        sizes, gather, readout = (np.ascontiguousarray(a, np.int64) for a in (sizes, gather, readout))
+        if weights.dtype != np.float32:
+            raise ValueError("weights must be float32")
+        self.arrays = (weights, sizes, gather, readout)  # kept alive: the kernel reads them through their addresses
+        self.shape = (int(sizes[0, 0]), len(readout), int(sizes[-1, 1]))  # F, readout rows, H_top
+        self._lib = lib
+        self._fixed = (weights.ctypes.data, cell, len(sizes), sizes.ctypes.data, gather.ctypes.data,
+                       readout.ctypes.data, len(readout))
+
+    def run(self, x: np.ndarray, out: np.ndarray, threads: int = 1, lanes: bool | None = None) -> None:
+        """x [B, T, F] float32 -> out [B, len(readout), H_top] (float32, C-contiguous, written in place)."""
+        x = np.ascontiguousarray(x)
+        B, T, F = x.shape
+        if (x.dtype != np.float32 or out.dtype != np.float32 or not out.flags.c_contiguous
+                or out.shape != (B, *self.shape[1:]) or F != self.shape[0]):
+            raise ValueError(f"expected x [B, T, {self.shape[0]}] and out [B, {self.shape[1]}, {self.shape[2]}], "
+                             f"float32; got {list(x.shape)} {x.dtype} and {list(out.shape)} {out.dtype}")
+        lanes = B >= LANES if lanes is None else lanes
+        fn, units = (self._lib.drnn_stack_tiles, -(-B // LANES)) if lanes else (self._lib.drnn_stack_rows, B)
+        args = (x.ctypes.data, B, T, F, *self._fixed, out.ctypes.data)
+        if threads > 1 and units > 1:
+            _split(lambda bounds: fn(*args, *bounds), units, threads)
+        elif fn(*args, 0, units):
+            raise MemoryError("the native kernels could not allocate their buffers")
+
+
+def stream(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, registers: np.ndarray,
+           threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``kernels._stream_forward``'s job: a chunk x [B, n, F] (float32) from the shift registers [B, M] ->
+    (top outputs [B, n, H_top], the registers after the chunk, a new array); rows split over ``threads``.
+    ``sizes`` [L, 3] = (F, H, d) per layer, int64."""
+    x, registers = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(registers, np.float32)
+    B, n, F = x.shape
+    out = np.empty((B, n, int(sizes[-1, 1])), np.float32)
+    after = np.empty_like(registers)
+    kernel = StreamKernel(weights, cell, sizes)
+    if registers.shape != (B, kernel.state_size):
+        raise ValueError(f"registers of shape {list(registers.shape)}; expected [{B}, {kernel.state_size}]")
+    kernel.run(x.ctypes.data, B, n, F, registers.ctypes.data, after.ctypes.data, out=out.ctypes.data, threads=threads)
+    return out, after
+
+
+class StreamKernel:
+    """The streaming kernel bound to one frozen stack (and optionally a linear head on its top output).
+
+    The fixed arrays' addresses are taken once, so a call costs little more than the kernel itself (what
+    one sample's latency needs). ``run`` takes the addresses of C-contiguous buffers the caller owns and
+    has checked: x [B, n, F] float32, registers and ``after`` [B, M] float32; optional ``out`` [B, n,
+    H_top] for the top outputs, ``logits`` [B, n, K] (needs the head), ``position`` and ``position_after``
+    [B] int64 (``position_after = position + n``).
+    """
+
+    def __init__(self, weights: np.ndarray, cell: int, sizes: np.ndarray, head_weight: np.ndarray | None = None,
+                 head_bias: np.ndarray | None = None):
+        lib = _load()
+        if not lib:
+            raise RuntimeError("the native kernels are not available on this machine")
+        weights, sizes = np.ascontiguousarray(weights, np.float32), np.ascontiguousarray(sizes, np.int64)
+        self.arrays = [weights, sizes]  # kept alive: the kernel reads them through their addresses
+        self.state_size = int(sum(d * h * (2 if cell == 1 else 1) for _, h, d in sizes))
+        self._fn = lib.drnn_stream_rows
+        self._stack = (weights.ctypes.data, cell, len(sizes), sizes.ctypes.data)
+        self._head, self.outputs = (None, None, 0), 0  # outputs: the head's K
+        if head_weight is not None:
+            head_weight, head_bias = (np.ascontiguousarray(a, np.float32) for a in (head_weight, head_bias))
+            if head_weight.shape[1] != sizes[-1, 1] or head_bias.shape != head_weight.shape[:1]:
+                raise ValueError(f"a head of shape {list(head_weight.shape)} does not fit a top layer of "
+                                 f"{sizes[-1, 1]} units")
+            self.arrays += [head_weight, head_bias]
+            self._head, self.outputs = (head_weight.ctypes.data, head_bias.ctypes.data, len(head_bias)), len(head_bias)
+
+    def run(self, x: int, B: int, n: int, F: int, registers: int, after: int, out: int | None = None,
+            logits: int | None = None, position: int | None = None, position_after: int | None = None,
+            threads: int = 1) -> None:
+        if logits is not None and not self.outputs:
+            raise ValueError("logits need a head")
+        if (position is None) != (position_after is None):
+            raise ValueError("position and position_after go together")
+        head = self._head if logits is not None else (None, None, 0)
+        args = (x, B, n, F, *self._stack, registers, after, self.state_size, out, *head, logits, position,
+                position_after)
+        fn = self._fn
+        if threads > 1 and B > 1:
+            _split(lambda bounds: fn(*args, *bounds), B, threads)
+        elif fn(*args, 0, B):
+            raise MemoryError("the native kernels could not allocate their buffers")
+
+
+def _split(run, units: int, threads: int) -> None:
+    """``run((first, end))`` over ``units`` split into up to ``threads`` contiguous parts, in parallel."""
     parts = max(1, min(threads, units))
     edges = [units * k // parts for k in range(parts + 1)]
     bounds = list(zip(edges[:-1], edges[1:]))

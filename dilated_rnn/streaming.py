@@ -25,13 +25,14 @@ dropout is applied, whatever the model's mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import kernels
+from . import kernels, native
 from .cells import CELLS
 from .reference import cell_step
 
@@ -49,20 +50,22 @@ class Layout:
     widths: tuple[int, ...]  # S_l: H_l, or 2 H_l for an LSTM
     top: int  # H_top
     history: int  # recent top outputs kept (the classifier's d0 - 1; 0 for a bare stack)
+    features: int  # F: the input's channels, which the state does not hold but each chunk must have
 
     @classmethod
     def of(cls, rnn, history: int = 0) -> "Layout":
         pair = 2 if CELLS[rnn.cell].paired_state else 1
-        return cls(tuple(rnn.dilations), tuple(pair * h for h in rnn.hidden_sizes), rnn.hidden_sizes[-1], history)
+        return cls(tuple(rnn.dilations), tuple(pair * h for h in rnn.hidden_sizes), rnn.hidden_sizes[-1], history,
+                   rnn.layers[0].input_size)
 
-    @property
+    @cached_property
     def offsets(self) -> tuple[int, ...]:
         ends = [0]
         for d, s in zip(self.depths, self.widths):
             ends.append(ends[-1] + d * s)
         return tuple(ends)
 
-    @property
+    @cached_property
     def size(self) -> int:
         return self.offsets[-1] + self.history * self.top
 
@@ -92,13 +95,14 @@ def reset_rows(state: StreamState, rows) -> StreamState:
 
 def check_state(state: StreamState, layout: Layout, x: torch.Tensor) -> StreamState:
     """``state`` (None: the initial one) after checking it fits the model and the batch ``x`` [B, n, F]."""
-    if x.dim() != 3 or x.shape[1] < 1:
-        raise ValueError(f"expected a chunk [B, n, F] with n >= 1, got shape {list(x.shape)}")
+    shape = x.shape
+    if len(shape) != 3 or shape[1] < 1 or shape[2] != layout.features:
+        raise ValueError(f"expected a chunk [B, n, {layout.features}] with n >= 1, got shape {list(shape)}")
     if state is None:
-        return initial_state(layout, x.shape[0], x.dtype, x.device)
-    if tuple(state.buffer.shape) != (x.shape[0], layout.size) or tuple(state.position.shape) != (x.shape[0],):
+        return initial_state(layout, shape[0], x.dtype, x.device)
+    if state.buffer.shape != (shape[0], layout.size) or state.position.shape != (shape[0],):
         raise ValueError(f"state of shapes {list(state.buffer.shape)} and {list(state.position.shape)} does not fit "
-                         f"this model and batch: expected [{x.shape[0]}, {layout.size}] and [{x.shape[0]}]")
+                         f"this model and batch: expected [{shape[0]}, {layout.size}] and [{shape[0]}]")
     return state
 
 
@@ -177,8 +181,9 @@ class Streamer:
 
     The weights are packed once, when it is made, so each call pays only for the steps (a model changed
     afterwards is not seen: make a new one). This is what ``drnn stream`` and deployment run. With the
-    compiled kernels and a readout of one step (d0 = 1) a call stays in NumPy from the samples to the
-    logits, which is what keeps one sample's latency small; otherwise it is ``stream_classifier``.
+    compiled kernels and a readout of one step (d0 = 1) a call is one native kernel call from the samples
+    to the logits and the new state (``native.StreamKernel``; with Numba alone it stays in NumPy), which
+    is what keeps one sample's latency small; otherwise it is ``stream_classifier``.
     """
 
     def __init__(self, clf, transform=None):
@@ -192,22 +197,46 @@ class Streamer:
         self.weights = kernels.pack_weights(clf.rnn) if kernels.enabled() else None
         head = clf.head.weight
         self.arrays = None  # what the NumPy path reads: (sizes, head W^T, head b, mean, std)
+        self.kernel = None  # the native kernel with the head, when it runs here
         if (self.weights is not None and clf.readout_steps == 1 and head.dtype == torch.float32
                 and head.device.type == "cpu"):
             as_np = lambda t: None if t is None else t.detach().numpy().astype(np.float32)
-            self.arrays = (kernels.stream_sizes(clf.rnn), np.ascontiguousarray(as_np(head).T), as_np(clf.head.bias),
-                           as_np(transform.mean), as_np(transform.std))
+            sizes, head_w, head_b = kernels.stream_sizes(clf.rnn), as_np(head), as_np(clf.head.bias)
+            self.arrays = (sizes, np.ascontiguousarray(head_w.T), head_b, as_np(transform.mean), as_np(transform.std))
+            if native.available():
+                self.kernel = native.StreamKernel(self.weights, kernels.CELL_CODES[clf.rnn.cell], sizes, head_w,
+                                                  head_b)
 
     def initial_state(self, batch: int) -> StreamState:
         return initial_state(self.layout, batch, self.clf.head.weight.dtype)
 
     def __call__(self, x: torch.Tensor, state: StreamState | None = None):
         """Raw samples [B, n, F] -> logits [B, n, K] and the new state."""
-        if self.arrays is not None and x.dtype == torch.float32 and x.device.type == "cpu":
-            return self._numpy_step(x, check_state(state, self.layout, x))
+        if self.arrays is not None and x.dtype == torch.float32 and x.is_cpu:
+            state = check_state(state, self.layout, x)
+            return self._native_step(x, state) if self.kernel is not None else self._numpy_step(x, state)
         with torch.inference_mode():
             x = self.transform(x).to(self.clf.head.weight.dtype)
             return stream_classifier(self.clf, x, state, self.weights)
+
+    def _native_step(self, x: torch.Tensor, state: StreamState):
+        """The whole call in one native kernel call: registers, logits and positions (few Python objects)."""
+        mean, std = self.arrays[3:]
+        x = x.detach()
+        if mean is not None:
+            x = torch.from_numpy((x.numpy() - mean) / std)
+        x = x.contiguous()
+        buffer, position = state
+        if buffer.dtype != torch.float32 or not buffer.is_contiguous():
+            buffer = buffer.to(torch.float32).contiguous()
+        if position.dtype != torch.int64 or not position.is_contiguous():
+            position = position.to(torch.int64).contiguous()
+        B, n, F = x.shape
+        after, position_after = torch.empty_like(buffer), torch.empty_like(position)
+        logits = torch.empty(B, n, self.kernel.outputs)
+        self.kernel.run(x.data_ptr(), B, n, F, buffer.data_ptr(), after.data_ptr(), None, logits.data_ptr(),
+                        position.data_ptr(), position_after.data_ptr(), torch.get_num_threads())
+        return logits, StreamState(after, position_after)
 
     def _numpy_step(self, x: torch.Tensor, state: StreamState):
         sizes, head_t, head_b, mean, std = self.arrays

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn import kernels, native
+from dilated_rnn import kernels, native, streaming
 from dilated_rnn.cells import CELL_NAMES
 from dilated_rnn.data import to_sequences
-from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig
 from dilated_rnn.reference import reference_forward
 
 needs_lanes = pytest.mark.skipif(not native.available(), reason="no AVX2/FMA CPU or no C compiler")
@@ -58,11 +58,64 @@ def test_native_at_paper_scale_on_real_images_any_thread_count(cell, mnist):
 
 
 @needs_lanes
+@pytest.mark.parametrize("cell,dilations", list(itertools.product(CELL_NAMES, SCHEDULES + ([2, 7, 3],))))
+def test_native_stream_matches_reference_and_numba_in_any_chunks(cell, dilations):
+    """Chunks shorter than, equal to and longer than a dilation (the registers' ring and its rotation), one
+    row and several, widths over 8 (a masked tail), one and two threads; the caller's registers untouched."""
+    T = 29
+    rnn = DilatedRNN(2, [19, 4, 6, 3][: len(dilations)], dilations, cell).double()
+    x = torch.randn(5, T, 2, dtype=torch.float64)
+    with torch.no_grad():
+        expected = reference_forward(rnn, x).float()
+    rnn, x = rnn.float(), x.float()
+    weights, sizes = kernels.pack_weights(rnn), kernels.stream_sizes(rnn)
+    for rows, chunks, threads in ((5, (1,) * T, 1), (5, (3, 9, 1, 16), 2), (1, (4, 25), 1), (2, (T,), 2)):
+        state = np.zeros((rows, streaming.Layout.of(rnn).size), np.float32)
+        outs, numba_state, k = [], state.copy(), 0
+        for n in chunks:
+            before = state.copy()
+            out, state = native.stream(x[:rows, k : k + n].numpy(), weights, kernels.CELL_CODES[cell], sizes,
+                                       state, threads=threads)
+            with native.turned_off():
+                numba_out, numba_state = kernels.stream_arrays(x[:rows, k : k + n].numpy(), weights, cell, sizes,
+                                                               numba_state)
+            np.testing.assert_allclose(out, numba_out, rtol=0, atol=2e-6)
+            np.testing.assert_allclose(state, numba_state, rtol=0, atol=2e-6)
+            assert not np.shares_memory(before, state)
+            outs.append(out)
+            k += n
+        torch.testing.assert_close(torch.from_numpy(np.concatenate(outs, 1)), expected[:rows], rtol=0, atol=2e-6)
+
+
+@needs_lanes
+def test_streamer_runs_native_kernels(monkeypatch):
+    model = DilatedRNNClassifier(1, [6, 6], [1, 2], "lstm", num_classes=4).eval()
+    calls = []
+    real = native.StreamKernel.run
+    monkeypatch.setattr(native.StreamKernel, "run", lambda self, *a, **k: calls.append(a[1:4]) or real(self, *a, **k))
+    x = torch.randn(3, 10, 1)
+    streamer = streaming.Streamer(model)
+    first, state = streamer(x[:, :4])
+    rest, state = streamer(x[:, 4:], state)
+    with torch.no_grad():
+        expected = torch.stack([model(x[:, : t + 1]) for t in range(10)], 1)
+    assert calls == [(3, 4, 1), (3, 6, 1)]  # one call per chunk: registers, head and positions
+    torch.testing.assert_close(torch.cat([first, rest], 1), expected, rtol=1e-5, atol=1e-5)
+    assert state.position.tolist() == [10] * 3
+    with native.turned_off():
+        numba = streaming.Streamer(model)
+        assert numba.kernel is None
+        numba_logits, numba_state = numba(x)
+    torch.testing.assert_close(numba_logits, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(numba_state.buffer, state.buffer, rtol=0, atol=2e-6)
+
+
+@needs_lanes
 def test_classifier_runs_native_kernels(monkeypatch):
     model = DilatedRNNClassifier(2, [6, 6], [1, 2], "gru", num_classes=4).eval()
     calls = []
-    real = native.stack
-    monkeypatch.setattr(native, "stack", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    real = native.StackKernel.run
+    monkeypatch.setattr(native.StackKernel, "run", lambda self, x, *a, **k: calls.append(len(x)) or real(self, x, *a, **k))
     x = torch.randn(9, 11, 2)
     with torch.no_grad():
         many, few = model(x), model(x[:7])
@@ -71,6 +124,27 @@ def test_classifier_runs_native_kernels(monkeypatch):
     assert calls == [9, 7]
     torch.testing.assert_close(many, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(few, expected[:7], rtol=1e-5, atol=1e-5)
+
+
+@needs_lanes
+def test_a_frozen_stack_keeps_its_kernel_per_length_until_frozen_again():
+    model = DilatedRNNClassifier(2, [6, 6], [1, 2], "lstm", num_classes=4).eval()
+    kernels.freeze(model.rnn)
+    x = torch.randn(3, 11, 2)
+    bound = lambda: [v for k, v in model.rnn._index_cache.items() if k[0] == "native"]
+    with torch.no_grad():
+        first = model(x)
+        model(x)
+        model(x[:, :9])
+        assert len(bound()) == 2  # one per length
+        model.rnn.layers[0].weight_hh_l0.mul_(0.5)
+        assert torch.equal(model(x), first)  # frozen: a later change is not seen ...
+        kernels.freeze(model.rnn)
+        changed = model(x)  # ... until it is frozen again
+        model.rnn.fused = False
+        expected = model(x)
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unavailable_without_a_compiler_or_when_turned_off(tmp_path, monkeypatch):

@@ -118,6 +118,9 @@ def test_state_is_serialisable_and_checked():
     torch.testing.assert_close(out, reference_forward(rnn, x)[:, 4:], rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="does not fit"):
         rnn.stream(x[:1, 4:], restored)  # a batch of 1 with a state of 2 rows
+    for bad in (x[:, :0], x[:, 4:, :1], x[0]):  # no step, one channel of two, no batch axis
+        with pytest.raises(ValueError, match=r"expected a chunk \[B, n, 2\]"):
+            rnn.float().stream(bad.float(), None)
 
 
 def test_gradients_flow_through_the_stream():

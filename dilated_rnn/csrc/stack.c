@@ -1,15 +1,17 @@
-/* The pruned stack's inference with the batch in the vector lanes (AVX2 + FMA): see native.py.
+/* The pruned stack's inference with the batch in the vector lanes (AVX2 + FMA), and streaming: see native.py.
  *
  * Eight rows (a tile) advance together: every state, gate and input value is an 8-float vector
  * whose lane q belongs to row q of the tile, so each weight is broadcast once against eight rows'
- * values. Gate pre-activations are computed four units at a time in four accumulators that stay in
+ * values. Gate pre-activations are computed up to eight units at a time in accumulators that stay in
  * registers over the whole sum (the register-blocked micro-kernel, `gates`); activations vectorise
- * over the rows. The arithmetic is that of kernels.py: the same equations, PyTorch's gate order,
- * the same rational tanh. Weights and plan arrays are those kernels.pack_weights and
+ * over the rows. A vanilla or LSTM cell's sums run over input and state in one pass (`step`). The
+ * arithmetic is that of kernels.py: the same equations, PyTorch's gate order, the same rational
+ * tanh (sums in another order). Weights and plan arrays are those kernels.pack_weights and
  * kernels.pack_plan make.
  *
  * A single row (batch-1 latency) has no lanes to fill: drnn_stack_rows runs rows one at a time with
- * the vectors across units instead, eight vectors of gate sums held in registers (`row_gates`).
+ * the vectors across units instead, up to eight vectors of gate sums held in registers (`row_gates`);
+ * so does drnn_stream_rows, which advances streaming's shift registers over a chunk.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -43,43 +45,50 @@ static inline v8 sigmoid8(v8 x) {
     return _mm256_fmadd_ps(half, tanh8(_mm256_mul_ps(half, x)), half);
 }
 
-/* NU units of gate sums from unit j for the tile: NU accumulators in registers for the whole sum. */
+/* NU units of gate sums from unit j for the tile: NU accumulators in registers for the whole sum, over
+ * two inputs in turn (K1 values of in1 against w's first K1 rows, then K2 of in2 against the next K2). */
 #define LANE_BLOCK(NU)                                                                                      \
-    static inline void lane_block_##NU(float *g, const float *in, int K, const float *w, int GH,           \
-                                       const float *b, int j) {                                            \
+    static inline void lane_block_##NU(float *g, const float *in1, int K1, const float *in2, int K2,       \
+                                       const float *w, int GH, const float *b1, const float *b2, int j) {  \
         v8 a[NU];                                                                                           \
-        for (int u = 0; u < NU; u++) a[u] = _mm256_set1_ps(b[j + u]);                                       \
+        for (int u = 0; u < NU; u++) a[u] = _mm256_set1_ps(b1[j + u] + (b2 ? b2[j + u] : 0.0f));           \
         const float *wk = w + j;                                                                            \
-        for (int k = 0; k < K; k++, wk += GH) {                                                             \
-            v8 x = _mm256_loadu_ps(in + k * LANES);                                                         \
+        for (int k = 0; k < K1; k++, wk += GH) {                                                            \
+            v8 x = _mm256_loadu_ps(in1 + k * LANES);                                                        \
+            for (int u = 0; u < NU; u++) a[u] = _mm256_fmadd_ps(_mm256_set1_ps(wk[u]), x, a[u]);            \
+        }                                                                                                   \
+        for (int k = 0; k < K2; k++, wk += GH) {                                                            \
+            v8 x = _mm256_loadu_ps(in2 + k * LANES);                                                        \
             for (int u = 0; u < NU; u++) a[u] = _mm256_fmadd_ps(_mm256_set1_ps(wk[u]), x, a[u]);            \
         }                                                                                                   \
         for (int u = 0; u < NU; u++) _mm256_storeu_ps(g + (j + u) * LANES, a[u]);                          \
     }
 LANE_BLOCK(8) LANE_BLOCK(4) LANE_BLOCK(1)
 
-/* g[j] = b[j] + sum_k w[k, j] * in[k] for j < n (w row-major [K, GH]), every value a vector of lanes:
- * eight units at a time, then four, then one. */
-static void gates(float *g, const float *in, int K, const float *w, int GH, const float *b, int n) {
+/* g[j] = b1[j] (+ b2[j]) + sum_k w[k, j] * (in1 ++ in2)[k] for j < GH (w row-major [K1 + K2, GH]; in2 and b2
+ * may be absent), every value a vector of lanes: eight units at a time, then four, then one. */
+static void gates(float *g, const float *in1, int K1, const float *in2, int K2, const float *w, int GH,
+                  const float *b1, const float *b2) {
     int j = 0;
-    for (; j + 8 <= n; j += 8) lane_block_8(g, in, K, w, GH, b, j);
-    for (; j + 4 <= n; j += 4) lane_block_4(g, in, K, w, GH, b, j);
-    for (; j < n; j++) lane_block_1(g, in, K, w, GH, b, j);
+    for (; j + 8 <= GH; j += 8) lane_block_8(g, in1, K1, in2, K2, w, GH, b1, b2, j);
+    for (; j + 4 <= GH; j += 4) lane_block_4(g, in1, K1, in2, K2, w, GH, b1, b2, j);
+    for (; j < GH; j++) lane_block_1(g, in1, K1, in2, K2, w, GH, b1, b2, j);
 }
 
 #define V(p, j) _mm256_loadu_ps((p) + (j) * LANES)
 
-/* One step of a cell for the tile: h (and an LSTM's c) in place, from gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh. */
+/* One step of a cell for the tile: h (and an LSTM's c) in place. A GRU's gate sums come in two parts,
+ * gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh; a vanilla or LSTM cell's come whole in gi (gh unused). */
 static void cell_update(int cell, int H, const float *gi, const float *gh, float *h, float *c) {
     for (int j = 0; j < H; j++) {
         v8 out;
         if (cell == 0) {
-            out = tanh8(_mm256_add_ps(V(gi, j), V(gh, j)));
+            out = tanh8(V(gi, j));
         } else if (cell == 1) {
-            v8 i = sigmoid8(_mm256_add_ps(V(gi, j), V(gh, j)));
-            v8 f = sigmoid8(_mm256_add_ps(V(gi, H + j), V(gh, H + j)));
-            v8 g = tanh8(_mm256_add_ps(V(gi, 2 * H + j), V(gh, 2 * H + j)));
-            v8 o = sigmoid8(_mm256_add_ps(V(gi, 3 * H + j), V(gh, 3 * H + j)));
+            v8 i = sigmoid8(V(gi, j));
+            v8 f = sigmoid8(V(gi, H + j));
+            v8 g = tanh8(V(gi, 2 * H + j));
+            v8 o = sigmoid8(V(gi, 3 * H + j));
             v8 cj = _mm256_fmadd_ps(f, V(c, j), _mm256_mul_ps(i, g));
             _mm256_storeu_ps(c + j * LANES, cj);
             out = _mm256_mul_ps(o, tanh8(cj));
@@ -99,57 +108,67 @@ static inline __m256i first_lanes(int n) {
 }
 
 /* NV vectors of gate sums of one row from unit j, the last vector's lanes chosen by `last`: NV accumulators
- * in registers over the whole sum. */
+ * in registers over the whole sum, two inputs in turn as in LANE_BLOCK. */
 #define ROW_BLOCK(NV)                                                                                      \
-    static inline void row_block_##NV(float *g, const float *in, int K, const float *w, int GH,           \
-                                      const float *b, int j, __m256i last) {                              \
+    static inline void row_block_##NV(float *g, const float *in1, int K1, const float *in2, int K2,       \
+                                      const float *w, int GH, const float *b1, const float *b2, int j,    \
+                                      __m256i last) {                                                     \
         v8 a[NV];                                                                                          \
-        for (int u = 0; u < NV - 1; u++) a[u] = _mm256_loadu_ps(b + j + 8 * u);                           \
-        a[NV - 1] = _mm256_maskload_ps(b + j + 8 * (NV - 1), last);                                        \
-        for (int k = 0; k < K; k++) {                                                                      \
-            v8 x = _mm256_set1_ps(in[k]);                                                                  \
-            const float *wk = w + (int64_t)k * GH + j;                                                     \
-            for (int u = 0; u < NV - 1; u++) a[u] = _mm256_fmadd_ps(x, _mm256_loadu_ps(wk + 8 * u), a[u]); \
-            a[NV - 1] = _mm256_fmadd_ps(x, _mm256_maskload_ps(wk + 8 * (NV - 1), last), a[NV - 1]);         \
+        for (int u = 0; u < NV - 1; u++) a[u] = _mm256_loadu_ps(b1 + j + 8 * u);                          \
+        a[NV - 1] = _mm256_maskload_ps(b1 + j + 8 * (NV - 1), last);                                       \
+        if (b2) {                                                                                          \
+            for (int u = 0; u < NV - 1; u++) a[u] = _mm256_add_ps(a[u], _mm256_loadu_ps(b2 + j + 8 * u));  \
+            a[NV - 1] = _mm256_add_ps(a[NV - 1], _mm256_maskload_ps(b2 + j + 8 * (NV - 1), last));         \
+        }                                                                                                  \
+        const float *wk = w + j;                                                                           \
+        for (int part = 0; part < 2; part++) {                                                             \
+            const float *in = part ? in2 : in1;                                                            \
+            for (int k = 0, K = part ? K2 : K1; k < K; k++, wk += GH) {                                    \
+                v8 x = _mm256_set1_ps(in[k]);                                                              \
+                for (int u = 0; u < NV - 1; u++) a[u] = _mm256_fmadd_ps(x, _mm256_loadu_ps(wk + 8 * u), a[u]); \
+                a[NV - 1] = _mm256_fmadd_ps(x, _mm256_maskload_ps(wk + 8 * (NV - 1), last), a[NV - 1]);     \
+            }                                                                                              \
         }                                                                                                  \
         for (int u = 0; u < NV - 1; u++) _mm256_storeu_ps(g + j + 8 * u, a[u]);                           \
         _mm256_maskstore_ps(g + j + 8 * (NV - 1), last, a[NV - 1]);                                        \
     }
 ROW_BLOCK(1) ROW_BLOCK(2) ROW_BLOCK(3) ROW_BLOCK(4) ROW_BLOCK(5) ROW_BLOCK(6) ROW_BLOCK(7) ROW_BLOCK(8)
 
-/* g[j] = b[j] + sum_k w[k, j] * in[k] for j < GH, one row: vectors across units j, up to eight at a time. */
-static void row_gates(float *g, const float *in, int K, const float *w, int GH, const float *b) {
+/* As `gates`, for one row: vectors across units j, up to eight at a time. */
+static void row_gates(float *g, const float *in1, int K1, const float *in2, int K2, const float *w, int GH,
+                      const float *b1, const float *b2) {
     for (int j = 0; j < GH;) {
-        int nv = (GH - j + 7) / 8;
-        nv = nv > 8 ? 8 : nv;
+        int left = (GH - j + 7) / 8, nv = left / ((left + 7) / 8);  /* blocks of at most 8, balanced */
         __m256i last = first_lanes(GH - j - 8 * (nv - 1));
+#define ARGS g, in1, K1, in2, K2, w, GH, b1, b2, j, last
         switch (nv) {
-            case 1: row_block_1(g, in, K, w, GH, b, j, last); break;
-            case 2: row_block_2(g, in, K, w, GH, b, j, last); break;
-            case 3: row_block_3(g, in, K, w, GH, b, j, last); break;
-            case 4: row_block_4(g, in, K, w, GH, b, j, last); break;
-            case 5: row_block_5(g, in, K, w, GH, b, j, last); break;
-            case 6: row_block_6(g, in, K, w, GH, b, j, last); break;
-            case 7: row_block_7(g, in, K, w, GH, b, j, last); break;
-            default: row_block_8(g, in, K, w, GH, b, j, last); break;
+            case 1: row_block_1(ARGS); break;
+            case 2: row_block_2(ARGS); break;
+            case 3: row_block_3(ARGS); break;
+            case 4: row_block_4(ARGS); break;
+            case 5: row_block_5(ARGS); break;
+            case 6: row_block_6(ARGS); break;
+            case 7: row_block_7(ARGS); break;
+            default: row_block_8(ARGS); break;
         }
+#undef ARGS
         j += 8 * nv;
     }
 }
 
-/* One step of a cell for one row, vectors across units (the last one masked). */
+/* One step of a cell for one row, vectors across units (the last one masked); gi and gh as cell_update's. */
 static void row_update(int cell, int H, const float *gi, const float *gh, float *h, float *c) {
     for (int j = 0; j < H; j += 8) {
         __m256i m = first_lanes(H - j);
 #define L(p, off) _mm256_maskload_ps((p) + (off) + j, m)
         v8 out;
         if (cell == 0) {
-            out = tanh8(_mm256_add_ps(L(gi, 0), L(gh, 0)));
+            out = tanh8(L(gi, 0));
         } else if (cell == 1) {
-            v8 i = sigmoid8(_mm256_add_ps(L(gi, 0), L(gh, 0)));
-            v8 f = sigmoid8(_mm256_add_ps(L(gi, H), L(gh, H)));
-            v8 g = tanh8(_mm256_add_ps(L(gi, 2 * H), L(gh, 2 * H)));
-            v8 o = sigmoid8(_mm256_add_ps(L(gi, 3 * H), L(gh, 3 * H)));
+            v8 i = sigmoid8(L(gi, 0));
+            v8 f = sigmoid8(L(gi, H));
+            v8 g = tanh8(L(gi, 2 * H));
+            v8 o = sigmoid8(L(gi, 3 * H));
             v8 cj = _mm256_fmadd_ps(f, L(c, 0), _mm256_mul_ps(i, g));
             _mm256_maskstore_ps(c + j, m, cj);
             out = _mm256_mul_ps(o, tanh8(cj));
@@ -161,6 +180,33 @@ static void row_update(int cell, int H, const float *gi, const float *gh, float 
         }
 #undef L
         _mm256_maskstore_ps(h + j, m, out);
+    }
+}
+
+/* One step of a layer for W rows (W = LANES: a tile, values interleaved by lane; W = 1: one row): the state
+ * h (and an LSTM's c) in place from the input `in`. A vanilla or LSTM cell sums input and state in one pass
+ * (W_hh^T follows W_ih^T in the packed weights); a GRU needs the two parts apart (its n gate scales the
+ * state's by r). gi and gh: scratch of G * H * W floats. */
+static inline void step(int W, int cell, int F, int H, const float *in, float *h, float *c, const float *w_ih,
+                        const float *b_ih, const float *b_hh, float *gi, float *gh) {
+    int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), GH = G * H;
+    const float *w_hh = w_ih + (int64_t)F * GH;
+    if (W == 1) {
+        if (cell == 2) {
+            row_gates(gi, in, F, NULL, 0, w_ih, GH, b_ih, NULL);
+            row_gates(gh, h, H, NULL, 0, w_hh, GH, b_hh, NULL);
+        } else {
+            row_gates(gi, in, F, h, H, w_ih, GH, b_ih, b_hh);
+        }
+        row_update(cell, H, gi, gh, h, c);
+    } else {
+        if (cell == 2) {
+            gates(gi, in, F, NULL, 0, w_ih, GH, b_ih, NULL);
+            gates(gh, h, H, NULL, 0, w_hh, GH, b_hh, NULL);
+        } else {
+            gates(gi, in, F, h, H, w_ih, GH, b_ih, b_hh);
+        }
+        cell_update(cell, H, gi, gh, h, c);
     }
 }
 
@@ -203,15 +249,7 @@ static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const flo
                 for (int64_t k = 0; k < n; k++) {
                     int64_t p = r * n + k, src = gather[g_off + p];
                     const float *in = src < rows_below ? lo + src * F * W : zero;
-                    if (W == 1) {
-                        row_gates(gi, in, F, w_ih, GH, b_ih);
-                        row_gates(gh, h, H, w_hh, GH, b_hh);
-                        row_update((int)cell, H, gi, gh, h, c);
-                    } else {
-                        gates(gi, in, F, w_ih, GH, b_ih, GH);
-                        gates(gh, h, H, w_hh, GH, b_hh, GH);
-                        cell_update((int)cell, H, gi, gh, h, c);
-                    }
+                    step((int)W, (int)cell, F, H, in, h, c, w_ih, b_ih, b_hh, gi, gh);
                     memcpy(hi + p * H * W, h, sizeof(float) * W * H);
                 }
             }
@@ -244,4 +282,66 @@ int drnn_stack_rows(const float *x, int64_t B, int64_t T, int64_t F0, const floa
                     int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
                     int64_t n_readout, float *out, int64_t row0, int64_t row1) {
     return run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, 1, row0, row1);
+}
+
+/* Streaming (streaming.py): rows [row0, row1) of a chunk x [B, n, F0] from their shift registers `in`
+ * [B, M] to `next` [B, M] (a different buffer). sizes [L, 3] = (F, H, d) per layer. Writes, each if its
+ * pointer is not NULL: the top layer's output at each step, out [B, n, H_top]; a linear head's logits
+ * at each step, logits [B, n, K] = head_b + head_w [K, H_top] applied to the top output; each row's
+ * position, pos_next = pos + n.
+ *
+ * A layer's register holds its last d states, oldest first (an LSTM's entry: h then c). Step k of the
+ * chunk reads the state of step k - d, and its new state lands in `next` at slot (k + r) mod d,
+ * r = (d - n mod d) mod d: the entry it holds once the chunk is done, or the slot of step k + d, which
+ * reads it and overwrites it in place. Entries of steps before the chunk that stay (n < d) are copied
+ * to their new place first; every other value of `in` is read once, at its step. */
+int drnn_stream_rows(const float *x, int64_t B, int64_t n, int64_t F0, const float *weights, int64_t cell,
+                     int64_t L, const int64_t *sizes, const float *in, float *next, int64_t M, float *out,
+                     const float *head_w, const float *head_b, int64_t K, float *logits, const int64_t *pos,
+                     int64_t *pos_next, int64_t row0, int64_t row1) {
+    int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), pair = cell == 1 ? 2 : 1;
+    int64_t widest = 0;
+    for (int64_t l = 0; l < L; l++)
+        if (G * sizes[3 * l + 1] > widest) widest = G * sizes[3 * l + 1];
+    float *buf = aligned_alloc(32, sizeof(float) * (2 * widest + 8) + 32);
+    if (!buf) return -1;
+    float *gi = buf, *gh = gi + widest;
+    int64_t H_top = sizes[3 * (L - 1) + 1];
+    for (int64_t b = row0; b < row1; b++) {
+        const float *old = in + b * M;
+        float *reg = next + b * M;
+        int64_t s_off = 0;
+        for (int64_t l = 0; l < L; l++) { /* the entries of steps before the chunk that stay */
+            int64_t d = sizes[3 * l + 2], S = pair * sizes[3 * l + 1];
+            if (n < d) memcpy(reg + s_off, old + s_off + n * S, sizeof(float) * (d - n) * S);
+            s_off += d * S;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            const float *below = x + (b * n + k) * F0;
+            int64_t w_off = 0;
+            s_off = 0;
+            for (int64_t l = 0; l < L; l++) {
+                int F = (int)sizes[3 * l], H = (int)sizes[3 * l + 1];
+                int64_t d = sizes[3 * l + 2], S = pair * H, r = (d - n % d) % d;
+                int GH = G * H;
+                const float *w_ih = weights + w_off, *w_hh = w_ih + (int64_t)F * GH;
+                const float *b_ih = w_hh + (int64_t)H * GH, *b_hh = b_ih + GH;
+                w_off += (int64_t)(F + H + 2) * GH;
+                float *h = reg + s_off + ((k + r) % d) * S;
+                if (k < d) memcpy(h, old + s_off + k * S, sizeof(float) * S); /* the state of step k - d */
+                step(1, (int)cell, F, H, below, h, h + H, w_ih, b_ih, b_hh, gi, gh);
+                below = h;
+                s_off += d * S;
+            }
+            if (out) memcpy(out + (b * n + k) * H_top, below, sizeof(float) * H_top);
+            for (int64_t j = 0; j < K; j++) {
+                float sum = head_b[j];
+                for (int64_t i = 0; i < H_top; i++) sum += head_w[j * H_top + i] * below[i];
+                logits[(b * n + k) * K + j] = sum;
+            }
+        }
+        if (pos_next) pos_next[b] = pos[b] + n;
+    }
+    free(buf);
+    return 0;
 }
