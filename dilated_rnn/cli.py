@@ -500,10 +500,11 @@ def cmd_pipeline(args) -> int:
     from .sources import load_model
 
     source = _source(args)
-    test = _model_data(args, load_model(source).data).splits["test"].subset(_positive("--limit", args.limit))
+    loaded = load_model(source)
+    test = _model_data(args, loaded.data).splits["test"].subset(_positive("--limit", args.limit))
     result = run_pipeline(source, test, args.work_dir, _choices("--precisions", args.precisions, PRECISIONS),
                           args.batch_size, args.batch_threads, progress=not args.no_progress,
-                          formats=_choices("--formats", args.formats, FORMATS))
+                          formats=_choices("--formats", args.formats, FORMATS), loaded=loaded)
     print(format_table(result))
     print(f"wrote {args.work_dir / 'pipeline.json'}")
     return 0

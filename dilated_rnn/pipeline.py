@@ -14,16 +14,17 @@ from .sources import load_model
 
 
 def run_pipeline(checkpoint, test, work_dir, precisions=PRECISIONS, batch_size: int = 256,
-                 batch_threads: int = 2, progress: bool = False, formats=FORMATS) -> dict:
+                 batch_threads: int = 2, progress: bool = False, formats=FORMATS, loaded=None) -> dict:
     """For each format and precision: export, batch-1 inference (1 thread), batched inference, accuracy.
     Returns the table.
 
     Accuracy is taken from both runs: int8 graphs compute their activation scales from the
     data of each call, so an image's int8 logits depend on the other images in its batch.
     ``test``: the model's test split (MNIST: ``data.Split``; else ``datasets.SequenceSplit``).
+    ``loaded``: ``load_model(checkpoint)`` if the caller has it already (it is not loaded again).
     """
     work_dir = Path(work_dir)
-    model, transform, data = load_model(checkpoint)
+    model, transform, data = load_model(checkpoint) if loaded is None else loaded
     sequences = test.sequences()
     bins = work_dir / "bins"
     if not (bins / "labels.npy").is_file():

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from dilated_rnn import pipeline
 from dilated_rnn.pipeline import format_table, run_pipeline
 from dilated_rnn.pretrained import load_pretrained
 
@@ -30,8 +33,10 @@ def test_pipeline_on_a_shipped_gru(tmp_path, mnist):
     assert f"openvino fp16      {100 * ov16['accuracy']:8.2f}%" in table
 
 
-def test_pipeline_formats_can_be_chosen(tmp_path, mnist):
+def test_pipeline_formats_can_be_chosen_and_a_loaded_model_is_not_loaded_again(tmp_path, mnist, monkeypatch):
+    loaded = pipeline.load_model("pretrained:rnn-mnist")
+    monkeypatch.setattr(pipeline, "load_model", lambda source: pytest.fail(f"{source} loaded again"))
     result = run_pipeline("pretrained:rnn-mnist", mnist["test"].subset(8), tmp_path, ["fp32"], batch_size=8,
-                          batch_threads=1, formats=["openvino"])
+                          batch_threads=1, formats=["openvino"], loaded=loaded)
     assert [(r["format"], r["precision"]) for r in result["rows"]] == [("openvino", "fp32")]
     assert not list(tmp_path.glob("*.onnx"))

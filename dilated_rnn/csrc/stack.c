@@ -191,23 +191,16 @@ static inline void step(int W, int cell, int F, int H, const float *in, float *h
                         const float *b_ih, const float *b_hh, float *gi, float *gh) {
     int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), GH = G * H;
     const float *w_hh = w_ih + (int64_t)F * GH;
-    if (W == 1) {
-        if (cell == 2) {
-            row_gates(gi, in, F, NULL, 0, w_ih, GH, b_ih, NULL);
-            row_gates(gh, h, H, NULL, 0, w_hh, GH, b_hh, NULL);
-        } else {
-            row_gates(gi, in, F, h, H, w_ih, GH, b_ih, b_hh);
-        }
-        row_update(cell, H, gi, gh, h, c);
+    void (*sums)(float *, const float *, int, const float *, int, const float *, int, const float *,
+                 const float *) = W == 1 ? row_gates : gates;
+    void (*update)(int, int, const float *, const float *, float *, float *) = W == 1 ? row_update : cell_update;
+    if (cell == 2) {
+        sums(gi, in, F, NULL, 0, w_ih, GH, b_ih, NULL);
+        sums(gh, h, H, NULL, 0, w_hh, GH, b_hh, NULL);
     } else {
-        if (cell == 2) {
-            gates(gi, in, F, NULL, 0, w_ih, GH, b_ih, NULL);
-            gates(gh, h, H, NULL, 0, w_hh, GH, b_hh, NULL);
-        } else {
-            gates(gi, in, F, h, H, w_ih, GH, b_ih, b_hh);
-        }
-        cell_update(cell, H, gi, gh, h, c);
+        sums(gi, in, F, h, H, w_ih, GH, b_ih, b_hh);
     }
+    update(cell, H, gi, gh, h, c);
 }
 
 /* Units [unit0, unit1) of x [B, T, F0] through the stack, W rows per unit: W = LANES, a tile in the vector
