@@ -292,6 +292,7 @@ int drnn_stream_rows(const float *x, int64_t B, int64_t n, int64_t F0, const flo
                      int64_t L, const int64_t *sizes, const float *in, float *next, int64_t M, float *out,
                      const float *head_w, const float *head_b, int64_t K, float *logits, const int64_t *pos,
                      int64_t *pos_next, int64_t row0, int64_t row1) {
+    (void)B; /* rows are addressed from row0 to row1 */
     int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), pair = cell == 1 ? 2 : 1;
     int64_t widest = 0;
     for (int64_t l = 0; l < L; l++)
