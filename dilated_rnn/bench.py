@@ -35,6 +35,7 @@ from . import kernels, native
 from .errors import ParameterError
 from .model import DilatedRNNClassifier, ModelConfig
 from .optim import TFRMSprop
+from .train import keep_freed_memory
 
 TRAIN_VARIANTS = ("fused", "pruned", "full", "full_fused")
 
@@ -59,7 +60,9 @@ def _step_fn(model: DilatedRNNClassifier, variant: str, x, y):
 
 def bench_train_step(cell: str, batch_size: int = 128, steps: int = 5, warmup: int = 2,
                      device: str = "cpu", config: ModelConfig | None = None, seq_len: int = 784) -> dict:
-    """Median seconds per training step (forward + backward + RMSProp) of each variant."""
+    """Median seconds per training step (forward + backward + RMSProp) of each variant, with the allocator
+    policy ``drnn train`` sets (``train.keep_freed_memory``)."""
+    keep_freed_memory()
     dev = torch.device(device)
     config = config or ModelConfig(cell=cell)
     gen = torch.Generator().manual_seed(0)

@@ -4,8 +4,9 @@ PyTorch's CPU ``nn.GRU`` and ``nn.RNN`` run a generic per-step loop, and their
 backward pass builds and walks an autograd node for every small op of every
 step. At 20 units and batch 128 that overhead, not arithmetic, is the cost.
 Here the whole recurrence of a layer (forward or backward through time) is one
-Numba-compiled function; the chains of a batch are independent, so rows run in
-parallel on PyTorch's thread count. Matrix products over all steps at once
+compiled call: ``native.py``'s, eight chains at a time in the vector lanes,
+where the CPU (AVX2) and a C compiler allow, else a Numba function with the
+chains (independent) in parallel rows; both on PyTorch's thread count. Matrix products over all steps at once
 (the input projection, the weight gradients) stay PyTorch GEMMs, so autograd
 sees a layer as
 
@@ -181,13 +182,18 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_x, w_hh, b_hh, cell, start):
-        _use_torch_threads()
-        N, n, _ = gates_x.shape
-        H = w_hh.shape[1]
         gx = gates_x.detach().contiguous().numpy()
-        h = np.empty((N, n, H), np.float32)
-        aux = np.empty((_AUX[cell], N, n, H), np.float32)  # what the backward pass needs
-        _FORWARD[cell](gx, np.ascontiguousarray(w_hh.detach().numpy().T), b_hh.detach().numpy(), h, aux, start)
+        w_hh_t = np.ascontiguousarray(w_hh.detach().numpy().T)
+        ctx.native = native.available()  # chains in vector lanes (native.py), else Numba's rows
+        if ctx.native:
+            h, aux = native.recurrence_forward(gx, w_hh_t, b_hh.detach().numpy(), CELL_CODES[cell], start,
+                                               threads=torch.get_num_threads())
+        else:
+            _use_torch_threads()
+            N, n, _ = gates_x.shape
+            h = np.empty((N, n, w_hh.shape[1]), np.float32)
+            aux = np.empty((_AUX[cell], N, n, w_hh.shape[1]), np.float32)  # what the backward pass needs
+            _FORWARD[cell](gx, w_hh_t, b_hh.detach().numpy(), h, aux, start)
         h = torch.from_numpy(h)
         ctx.cell, ctx.start = cell, start
         ctx.save_for_backward(w_hh, h, torch.from_numpy(aux))
@@ -195,13 +201,19 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h):
-        _use_torch_threads()
         w_hh, h, aux = ctx.saved_tensors
         N, n, H = h.shape
-        d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
-        d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
-        _BACKWARD[ctx.cell](grad_h.contiguous().numpy(), np.ascontiguousarray(w_hh.detach().numpy().T), h.numpy(),
-                            aux.numpy(), d_gates, d_gates_h, ctx.start)
+        dout = grad_h.contiguous().numpy()
+        if ctx.native:
+            d_gates, d_gates_h = native.recurrence_backward(dout, w_hh.detach().contiguous().numpy(), aux.numpy(),
+                                                            CELL_CODES[ctx.cell], ctx.start,
+                                                            threads=torch.get_num_threads())
+        else:
+            _use_torch_threads()
+            d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
+            d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
+            _BACKWARD[ctx.cell](dout, np.ascontiguousarray(w_hh.detach().numpy().T), h.numpy(), aux.numpy(), d_gates,
+                                d_gates_h, ctx.start)
         d_gates_x, d_gates_h = torch.from_numpy(d_gates), torch.from_numpy(d_gates_h)
         h_prev = nn.functional.pad(h[:, :-1], (0, 0, 1, 0))  # the state each step read; zero first
         grad_w_hh = d_gates_h.reshape(-1, d_gates_h.shape[2]).T @ h_prev.reshape(-1, H)

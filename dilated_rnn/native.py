@@ -1,22 +1,26 @@
-"""Native inference kernels, batch in the vector lanes (``csrc/stack.c``): compiled on first use, loaded with ctypes.
+"""Native kernels, batch in the vector lanes (``csrc/``): compiled on first use, loaded with ctypes.
 
-Numba's kernels (``kernels.py``) run the pruned stack one row per thread, each
-step a matrix-vector product whose sums form a chain of dependent additions.
-Here eight rows advance together in the lanes of AVX2 registers: each weight is
+Numba's kernels (``kernels.py``) run one row per thread, each step a
+matrix-vector product whose sums form a chain of dependent additions. Here
+eight rows advance together in the lanes of AVX2 registers: each weight is
 broadcast once against eight rows, and a step's gate sums are independent
-register accumulators (``StackKernel``). Batches of fewer than ``LANES`` rows
-(batch-1 latency) run one row at a time with the vectors across a step's units
-instead, as streaming does (``StreamKernel``: the shift registers of
-``streaming.py``, and the classifier's head, in one call per chunk). A kernel
-object binds the fixed arrays' addresses once, so the callers that keep one (a
-frozen model, a ``Streamer``) pay per call little more than the kernel itself.
+register accumulators (``csrc/lanes.h``). ``csrc/stack.c``: the pruned stack's
+inference (``StackKernel``); batches of fewer than ``LANES`` rows (batch-1
+latency) run one row at a time with the vectors across a step's units instead,
+as streaming does (``StreamKernel``: the shift registers of ``streaming.py``,
+and the classifier's head, in one call per chunk). A kernel object binds the
+fixed arrays' addresses once, so the callers that keep one (a frozen model, a
+``Streamer``) pay per call little more than the kernel itself.
+``csrc/recurrence.c``: training's recurrences, one layer forward and backward
+through time (``recurrence_forward``, ``recurrence_backward``), on PyTorch's
+OpenMP threads.
 
-It needs an x86-64 CPU with AVX2 and FMA and a C compiler (``cc``, or ``$CC``):
-the source is compiled once into the kernel cache (``$DRNN_KERNEL_CACHE``, else
-``~/.cache/dilated-rnn/kernels``), under a name that hashes the source and the
-compiler command, with a ``.sha256`` checked before every load. Without them, or
-with ``DRNN_NATIVE=0``, ``available()`` is False and inference runs the Numba
-kernels.
+It needs an x86-64 CPU with AVX2 and FMA and a C compiler with OpenMP (``cc``,
+or ``$CC``): the sources are compiled once into the kernel cache
+(``$DRNN_KERNEL_CACHE``, else ``~/.cache/dilated-rnn/kernels``), under a name
+that hashes the sources and the compiler command, with a ``.sha256`` checked
+before every load. Without them, or with ``DRNN_NATIVE=0``, ``available()`` is
+False and the Numba kernels run instead.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ from .errors import UserError
 from .integrity import verify_sidecar, write_sidecar
 
 LANES = 8
-SOURCE = Path(__file__).parent / "csrc" / "stack.c"
-FLAGS = ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c11"]
+SOURCE_DIR = Path(__file__).parent / "csrc"
+SOURCES = ("stack.c", "recurrence.c")  # with lanes.h, which both include
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=c11"]
 _lock = threading.Lock()
 _library = None  # None: not tried yet; False: unavailable
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
 
 
 def cpu_supported() -> bool:
@@ -65,9 +71,9 @@ def _compile() -> Path | None:
     """The built library, verified against its ``.sha256`` (a damaged or missing one is rebuilt); None if
     it cannot be built here (no compiler, a compile error, an unwritable cache)."""
     compiler = shlex.split(os.environ.get("CC", "cc"))
-    source = SOURCE.read_bytes()
+    source = b"".join((SOURCE_DIR / name).read_bytes() for name in (*SOURCES, "lanes.h"))
     key = hashlib.sha256(source + " ".join(compiler + FLAGS).encode()).hexdigest()[:16]
-    target = cache_dir() / f"stack-{key}.so"
+    target = cache_dir() / f"lanes-{key}.so"
     try:
         if target.is_file() and verify_sidecar(target):
             return target
@@ -77,7 +83,8 @@ def _compile() -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: never half-written
             built = Path(tmp) / target.name
-            subprocess.run([*compiler, *FLAGS, "-o", str(built), str(SOURCE)], check=True, capture_output=True,
+            subprocess.run([*compiler, *FLAGS, "-o", str(built), *(str(SOURCE_DIR / name) for name in SOURCES)],
+                           check=True, capture_output=True,
                            timeout=120)
             os.replace(built, target)
         write_sidecar(target)
@@ -99,7 +106,10 @@ def _load():
                     for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows):
                         fn.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, i, i]
                     lib.drnn_stream_rows.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i, i]
-                    for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows, lib.drnn_stream_rows):
+                    lib.drnn_recurrence_forward.argtypes = [p, i, i, i, i, p, p, p, p, p, i]
+                    lib.drnn_recurrence_backward.argtypes = [p, i, i, i, i, p, p, p, p, p, i]
+                    for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows, lib.drnn_stream_rows,
+                               lib.drnn_recurrence_forward, lib.drnn_recurrence_backward):
                         fn.restype = ctypes.c_int
                     _library = lib
     return _library
@@ -141,9 +151,7 @@ class StackKernel:
     """
 
     def __init__(self, weights: np.ndarray, cell: int, sizes: np.ndarray, gather: np.ndarray, readout: np.ndarray):
-        lib = _load()
-        if not lib:
-            raise RuntimeError("the native kernels are not available on this machine")
+        lib = _loaded()
         weights = np.ascontiguousarray(weights)
         sizes, gather, readout = (np.ascontiguousarray(a, np.int64) for a in (sizes, gather, readout))
         if weights.dtype != np.float32:
@@ -164,11 +172,7 @@ class StackKernel:
                              f"float32; got {list(x.shape)} {x.dtype} and {list(out.shape)} {out.dtype}")
         lanes = B >= LANES if lanes is None else lanes
         fn, units = (self._lib.drnn_stack_tiles, -(-B // LANES)) if lanes else (self._lib.drnn_stack_rows, B)
-        args = (x.ctypes.data, B, T, F, *self._fixed, out.ctypes.data)
-        if threads > 1 and units > 1:
-            _split(lambda bounds: fn(*args, *bounds), units, threads)
-        elif fn(*args, 0, units):
-            raise MemoryError("the native kernels could not allocate their buffers")
+        _run(fn, (x.ctypes.data, B, T, F, *self._fixed, out.ctypes.data), units, threads)
 
 
 def stream(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, registers: np.ndarray,
@@ -199,9 +203,7 @@ class StreamKernel:
 
     def __init__(self, weights: np.ndarray, cell: int, sizes: np.ndarray, head_weight: np.ndarray | None = None,
                  head_bias: np.ndarray | None = None):
-        lib = _load()
-        if not lib:
-            raise RuntimeError("the native kernels are not available on this machine")
+        lib = _loaded()
         weights, sizes = np.ascontiguousarray(weights, np.float32), np.ascontiguousarray(sizes, np.int64)
         self.arrays = [weights, sizes]  # kept alive: the kernel reads them through their addresses
         self.state_size = int(sum(d * h * (2 if cell == 1 else 1) for _, h, d in sizes))
@@ -224,13 +226,59 @@ class StreamKernel:
         if (position is None) != (position_after is None):
             raise ValueError("position and position_after go together")
         head = self._head if logits is not None else (None, None, 0)
-        args = (x, B, n, F, *self._stack, registers, after, self.state_size, out, *head, logits, position,
-                position_after)
-        fn = self._fn
-        if threads > 1 and B > 1:
-            _split(lambda bounds: fn(*args, *bounds), B, threads)
-        elif fn(*args, 0, B):
-            raise MemoryError("the native kernels could not allocate their buffers")
+        _run(self._fn, (x, B, n, F, *self._stack, registers, after, self.state_size, out, *head, logits, position,
+                        position_after), B, threads)
+
+
+AUX = {0: 1, 1: 6, 2: 5}  # values per unit and step the training recurrences keep, by cell code (recurrence.c)
+
+
+def recurrence_forward(gx: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray, cell: int, start: np.ndarray,
+                       threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """One layer's recurrence for training (``kernels._Recurrence``), chains in tiles of ``LANES``.
+
+    gx [N, n, G*H] the input's gate sums, w_hh_t [H, G*H] (W_hh transposed), b_hh [G*H], start [N] int64
+    (chain i's first real step): all C-contiguous. Returns (outputs [N, n, H], aux), aux being what
+    ``recurrence_backward`` reads, in lanes.
+    """
+    N, n, GH = gx.shape
+    H = w_hh_t.shape[0]
+    tiles = -(-N // LANES)
+    hs = np.empty((N, n, H), np.float32)
+    aux = np.empty((tiles, n, AUX[cell] * H, LANES), np.float32)
+    if _loaded().drnn_recurrence_forward(gx.ctypes.data, N, n, H, cell, w_hh_t.ctypes.data, b_hh.ctypes.data,
+                                         start.ctypes.data, hs.ctypes.data, aux.ctypes.data, threads):
+        raise MemoryError("the native kernels could not allocate their buffers")
+    return hs, aux
+
+
+def recurrence_backward(dout: np.ndarray, w_hh: np.ndarray, aux: np.ndarray, cell: int, start: np.ndarray,
+                        threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The backward pass through time of ``recurrence_forward``: dout [N, n, H] (gradient of the outputs),
+    w_hh [G*H, H] as PyTorch keeps it -> the gradients of the input's gate sums and of the state's
+    (h W_hh^T + b_hh), both [N, n, G*H]; they are one array except for a GRU."""
+    N, n, H = dout.shape
+    dgx = np.empty((N, n, w_hh.shape[0]), np.float32)
+    dgh = np.empty_like(dgx) if cell == 2 else dgx
+    if _loaded().drnn_recurrence_backward(dout.ctypes.data, N, n, H, cell, w_hh.ctypes.data, aux.ctypes.data,
+                                          start.ctypes.data, dgx.ctypes.data, dgh.ctypes.data, threads):
+        raise MemoryError("the native kernels could not allocate their buffers")
+    return dgx, dgh
+
+
+def _loaded():
+    lib = _load()
+    if not lib:
+        raise RuntimeError("the native kernels are not available on this machine")
+    return lib
+
+
+def _run(fn, args: tuple, units: int, threads: int) -> None:
+    """``fn(*args, first, end)`` over ``units`` (tiles or rows), split over up to ``threads`` threads."""
+    if threads > 1 and units > 1:
+        _split(lambda bounds: fn(*args, *bounds), units, threads)
+    elif fn(*args, 0, units):
+        raise MemoryError("the native kernels could not allocate their buffers")
 
 
 def _split(run, units: int, threads: int) -> None:
@@ -244,8 +292,8 @@ def _split(run, units: int, threads: int) -> None:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    with _lock:
-        if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drnn-lanes")
+    global _pool, _pool_pid
+    with _lock:  # a forked child inherits the pool object, not its threads: it makes its own
+        if _pool is None or _pool._max_workers < workers or _pool_pid != os.getpid():
+            _pool, _pool_pid = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drnn-lanes"), os.getpid()
     return _pool

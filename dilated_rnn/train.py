@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import dataclasses
 import json
 import math
@@ -37,7 +38,8 @@ from .model import DilatedRNNClassifier
 from .optim import WeightAverage, lr_factor, make_optimizer, set_weight_decay
 from .transform import InputTransform
 
-__all__ = ["ModelConfig", "Run", "TrainConfig", "TrainingDiverged", "finish", "train", "train_step"]
+__all__ = ["ModelConfig", "Run", "TrainConfig", "TrainingDiverged", "finish", "keep_freed_memory", "train",
+           "train_step"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0,
@@ -222,6 +224,23 @@ def train(
         return _train(run, data, ctx, dev, progress, stop_after)
 
 
+def keep_freed_memory() -> bool:
+    """Have this process's allocator keep freed large blocks for reuse rather than return them to the system.
+
+    A training step allocates and frees the same large arrays at every step (activations, gradients, the
+    recurrences' work arrays). glibc returns blocks over its mmap threshold to the system when freed, so
+    each comes back as fresh pages that the kernel faults in and zeroes, a large share of a CPU step.
+    Raising the threshold (and the trim threshold) keeps them in the heap; the resident memory then stays
+    at its peak. Returns False, changing nothing, where the C library has no ``mallopt`` (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+
+
 def _move_end(run: Run, steps: int, main: bool) -> None:
     """Give a resumed run a new last step (its config.json follows); see ``train``."""
     if run.cfg.schedule != "constant" or run.cfg.warmup:
@@ -238,6 +257,7 @@ def _move_end(run: Run, steps: int, main: bool) -> None:
 def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | None) -> dict:
     """The loop of ``train``: steps, logs, validations and checkpoints, then the test report."""
     run_dir, main, cfg = run.run_dir, ctx.is_main, run.cfg
+    keep_freed_memory()
     optimizer = _to_device(run, dev)
     net = wrap(run.model, ctx, dev)  # DDP when several processes, else the model itself
     splits = {name: split.subset(getattr(cfg, f"{name}_limit")) for name, split in data.splits.items()}

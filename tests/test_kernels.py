@@ -94,8 +94,11 @@ def test_every_step_forward_is_fused_and_matches_reference_and_modules(cell, dil
         results.append([out.detach(), xi.grad] + [p.grad.clone() for p in rnn.parameters()])
     assert len(calls) == len(dilations)  # one fused recurrence per layer, and only when fused
     torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
-    for a, b in zip(*results):  # float32 gradients through up to 25 steps: relative to their scale
-        assert (a - b).abs().max().item() <= 1e-4 * b.abs().max().item() + 1e-5
+    # float32 gradients through up to 25 steps, relative to their scale. Some of these small vanilla stacks
+    # are chaotic (gradients ~100x the upstream), which amplifies rounding: measured against float64, up to
+    # 9e-5 of the scale for the native kernel and 1.3e-5 for PyTorch's modules; a wrong term gives O(1).
+    for a, b in zip(*results):
+        assert (a - b).abs().max().item() <= 3e-4 * b.abs().max().item() + 1e-5
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
@@ -203,5 +206,6 @@ def test_openmp_threading_layer_even_after_openvino_loaded_tbb():
             "m.eval()(torch.zeros(2, 10, 1))\n"
             "print(numba.threading_layer())\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
+    env["DRNN_NATIVE"] = "0"  # Numba's kernels, not the native ones, run the model
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["omp"]

@@ -1,4 +1,5 @@
-"""The native inference kernels (rows in lanes, and one row at a time) against the per-step reference; fallbacks."""
+"""The native kernels (inference: rows in lanes and one row at a time; training's recurrences) against the
+per-step reference and Numba's kernels; fallbacks."""
 
 import itertools
 
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from dilated_rnn import kernels, native, streaming
-from dilated_rnn.cells import CELL_NAMES
+from dilated_rnn.cells import CELL_NAMES, CELLS
 from dilated_rnn.data import to_sequences
-from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig
+from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig, init_cell_
 from dilated_rnn.reference import reference_forward
 
 needs_lanes = pytest.mark.skipif(not native.available(), reason="no AVX2/FMA CPU or no C compiler")
@@ -85,6 +86,53 @@ def test_native_stream_matches_reference_and_numba_in_any_chunks(cell, dilations
             outs.append(out)
             k += n
         torch.testing.assert_close(torch.from_numpy(np.concatenate(outs, 1)), expected[:rows], rtol=0, atol=2e-6)
+
+
+def _layer_with_grads(layer, x, start, upstream, cell, fused=True):
+    """A layer's outputs and the gradients of (outputs * upstream).sum() w.r.t. x and every parameter."""
+    layer.zero_grad()
+    x = x.clone().requires_grad_(True)
+    if fused:
+        out = kernels.run_layer(layer, x, cell, start)
+    else:  # the float64 reference: each row from a zero state at its start, zeros before it
+        out = torch.stack([torch.cat([torch.zeros(int(s), layer.hidden_size, dtype=x.dtype), layer(x[i:i + 1, s:])[0][0]])
+                           for i, s in enumerate(start.tolist())])
+    (out * upstream).sum().backward()
+    return [out.detach(), x.grad] + [p.grad.clone() for p in layer.parameters()]
+
+
+@needs_lanes
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_native_training_recurrences_match_reference_and_numba(cell):
+    """``_Recurrence`` forward and backward on the native kernels (chains in lanes): outputs and every gradient
+    against a float64 module run row by row, and Numba's kernels; partial tiles, widths that are not a
+    multiple of 8 (the transposes' tails), per-row starts (padding), one and two threads."""
+    for N, n, F, H in ((1, 9, 2, 5), (8, 24, 3, 8), (13, 25, 2, 20), (17, 7, 1, 3)):
+        layer = getattr(torch.nn, CELLS[cell].module)(F, H, batch_first=True)
+        init_cell_(layer, cell)
+        with torch.no_grad():
+            for p in (layer.bias_ih_l0, layer.bias_hh_l0):
+                p.add_(0.1 * torch.randn_like(p))
+        x, upstream = torch.randn(N, n, F), torch.randn(N, n, H)
+        start = torch.randint(0, n, (N,))
+        start[0] = 0
+        expected = _layer_with_grads(layer.double(), x.double(), start, upstream.double(), cell, fused=False)
+        layer.float()
+        with native.turned_off():
+            numba_path = _layer_with_grads(layer, x, start, upstream, cell)
+        for threads in (1, 2):
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                got = _layer_with_grads(layer, x, start, upstream, cell)
+            finally:
+                torch.set_num_threads(saved)
+            for a, b, c in zip(got, expected, numba_path):
+                scale = b.abs().max().item()
+                assert (a.double() - b).abs().max().item() <= 2e-5 * scale + 1e-6
+                assert (a - c).abs().max().item() <= 2e-5 * scale + 1e-6
+            padding = torch.arange(n)[None, :] < start[:, None]
+            assert (got[0][padding] == 0).all() and (got[1][padding] == 0).all()  # padding: no output, no gradient
 
 
 @needs_lanes

@@ -1,6 +1,8 @@
 import copy
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -316,3 +318,21 @@ def test_ties_at_the_best_accuracy_go_where_select_ties_says(tmp_path, small_mni
     result = train(tmp_path / "run", small_mnist, TINY, _cfg(eval_every=3, select_ties=select_ties), device="cpu",
                    progress=False)
     assert result["best"]["step"] == kept_step and load_checkpoint(tmp_path / "run" / "best.pt")["step"] == kept_step
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator policy")
+def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
+    """A 64 MB array freed and allocated again: fresh pages (faulted in one by one) by default, the same
+    heap pages once ``keep_freed_memory`` has run (in a subprocess: it changes the process's policy)."""
+    code = ("import resource, sys, numpy as np\n"
+            "from dilated_rnn.train import keep_freed_memory\n"
+            "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+            "def faults():\n"
+            "    a = np.empty(16 << 20, np.float32); a.fill(1.0); del a\n"
+            "faults()\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "faults()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
+    counts = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("default", "keep")}
+    assert counts["keep"] < 100 and counts["default"] > 10 * max(counts["keep"], 1), counts

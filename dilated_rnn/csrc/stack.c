@@ -13,69 +13,7 @@
  * the vectors across units instead, up to eight vectors of gate sums held in registers (`row_gates`);
  * so does drnn_stream_rows, which advances streaming's shift registers over a chunk.
  */
-#include <immintrin.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define LANES 8
-typedef __m256 v8;
-
-static inline v8 tanh8(v8 x) {
-    /* Eigen's rational approximation of tanh on [-7.9053, 7.9053] (|error| < 3e-7); beyond, +-1. */
-    const v8 bound = _mm256_set1_ps(7.90531110763549805f);
-    x = _mm256_max_ps(_mm256_min_ps(x, bound), _mm256_sub_ps(_mm256_setzero_ps(), bound));
-    v8 x2 = _mm256_mul_ps(x, x);
-    v8 p = _mm256_set1_ps(-2.76076847742355e-16f);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
-    v8 q = _mm256_set1_ps(1.19825839466702e-06f);
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
-    return _mm256_div_ps(_mm256_mul_ps(x, p), q);
-}
-
-static inline v8 sigmoid8(v8 x) {
-    const v8 half = _mm256_set1_ps(0.5f);
-    return _mm256_fmadd_ps(half, tanh8(_mm256_mul_ps(half, x)), half);
-}
-
-/* NU units of gate sums from unit j for the tile: NU accumulators in registers for the whole sum, over
- * two inputs in turn (K1 values of in1 against w's first K1 rows, then K2 of in2 against the next K2). */
-#define LANE_BLOCK(NU)                                                                                      \
-    static inline void lane_block_##NU(float *g, const float *in1, int K1, const float *in2, int K2,       \
-                                       const float *w, int GH, const float *b1, const float *b2, int j) {  \
-        v8 a[NU];                                                                                           \
-        for (int u = 0; u < NU; u++) a[u] = _mm256_set1_ps(b1[j + u] + (b2 ? b2[j + u] : 0.0f));           \
-        const float *wk = w + j;                                                                            \
-        for (int k = 0; k < K1; k++, wk += GH) {                                                            \
-            v8 x = _mm256_loadu_ps(in1 + k * LANES);                                                        \
-            for (int u = 0; u < NU; u++) a[u] = _mm256_fmadd_ps(_mm256_set1_ps(wk[u]), x, a[u]);            \
-        }                                                                                                   \
-        for (int k = 0; k < K2; k++, wk += GH) {                                                            \
-            v8 x = _mm256_loadu_ps(in2 + k * LANES);                                                        \
-            for (int u = 0; u < NU; u++) a[u] = _mm256_fmadd_ps(_mm256_set1_ps(wk[u]), x, a[u]);            \
-        }                                                                                                   \
-        for (int u = 0; u < NU; u++) _mm256_storeu_ps(g + (j + u) * LANES, a[u]);                          \
-    }
-LANE_BLOCK(8) LANE_BLOCK(4) LANE_BLOCK(1)
-
-/* g[j] = b1[j] (+ b2[j]) + sum_k w[k, j] * (in1 ++ in2)[k] for j < GH (w row-major [K1 + K2, GH]; in2 and b2
- * may be absent), every value a vector of lanes: eight units at a time, then four, then one. */
-static void gates(float *g, const float *in1, int K1, const float *in2, int K2, const float *w, int GH,
-                  const float *b1, const float *b2) {
-    int j = 0;
-    for (; j + 8 <= GH; j += 8) lane_block_8(g, in1, K1, in2, K2, w, GH, b1, b2, j);
-    for (; j + 4 <= GH; j += 4) lane_block_4(g, in1, K1, in2, K2, w, GH, b1, b2, j);
-    for (; j < GH; j++) lane_block_1(g, in1, K1, in2, K2, w, GH, b1, b2, j);
-}
-
-#define V(p, j) _mm256_loadu_ps((p) + (j) * LANES)
+#include "lanes.h"
 
 /* One step of a cell for the tile: h (and an LSTM's c) in place. A GRU's gate sums come in two parts,
  * gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh; a vanilla or LSTM cell's come whole in gi (gh unused). */
@@ -100,11 +38,6 @@ static void cell_update(int cell, int H, const float *gi, const float *gh, float
         }
         _mm256_storeu_ps(h + j * LANES, out);
     }
-}
-
-/* Lanes [0, n) of a vector on, the rest off: masked loads read zeros there and masked stores skip them. */
-static inline __m256i first_lanes(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* NV vectors of gate sums of one row from unit j, the last vector's lanes chosen by `last`: NV accumulators
