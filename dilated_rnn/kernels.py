@@ -76,8 +76,8 @@ def run_layer(layer: nn.RNNBase, x: torch.Tensor, cell: str, start: torch.Tensor
             raise ValueError("per-row start steps need the fused CPU kernels")
         return layer(x)[0]
     start = np.zeros(len(x), np.int64) if start is None else start.to(torch.int64).contiguous().numpy()
-    gates_x = nn.functional.linear(x, layer.weight_ih_l0, layer.bias_ih_l0)  # [N, n, G*H]
-    return _Recurrence.apply(gates_x, layer.weight_hh_l0, layer.bias_hh_l0, cell, start)
+    return _Recurrence.apply(x, layer.weight_ih_l0, layer.bias_ih_l0, layer.weight_hh_l0, layer.bias_hh_l0, cell,
+                             start)
 
 
 def stack_outputs(rnn, x: torch.Tensor, T: int, steps: tuple[int, ...]) -> torch.Tensor:
@@ -173,51 +173,73 @@ def pack_weights(rnn) -> np.ndarray:
     return np.concatenate([v.T.ravel() if v.ndim == 2 else v for v in cached[1]])
 
 
+PROJECT_WITHIN = 4  # inputs of at most this many channels are projected inside the native recurrence
+
+
 class _Recurrence(torch.autograd.Function):
-    """h = recurrence(gates_x, W_hh, b_hh) with the backward pass through time fused too.
+    """A layer, h = recurrence(x W_ih^T + b_ih, W_hh, b_hh), with its backward pass through time fused too.
 
     ``start`` [N]: row i begins (zero state) at step start[i]; its earlier steps are padding, output
-    zero and pass no gradient.
+    zero and pass no gradient. The input projection and the weight gradients over all steps are
+    matrix products (PyTorch's), but for a narrow input (at most ``PROJECT_WITHIN`` channels: a pixel,
+    a few sensors), which the native kernel projects itself; the biases' gradients are its sums too.
     """
 
     @staticmethod
-    def forward(ctx, gates_x, w_hh, b_hh, cell, start):
-        gx = gates_x.detach().contiguous().numpy()
-        w_hh_t = np.ascontiguousarray(w_hh.detach().numpy().T)
+    def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, cell, start):
+        N, n, F = x.shape
         ctx.native = native.available()  # chains in vector lanes (native.py), else Numba's rows
+        ctx.projected = not (ctx.native and F <= PROJECT_WITHIN)  # x W_ih^T made here, a matrix product
+        x = x.detach().contiguous()
+        if ctx.projected:
+            inputs = (x.reshape(-1, F) @ w_ih.detach().T).reshape(N, n, -1)
+            w_t = w_hh.detach().T
+        else:
+            inputs, w_t = x, torch.cat([w_ih.detach().T, w_hh.detach().T])
+        w_t = np.ascontiguousarray(w_t.numpy())
         if ctx.native:
-            h, aux = native.recurrence_forward(gx, w_hh_t, b_hh.detach().numpy(), CELL_CODES[cell], start,
-                                               threads=torch.get_num_threads())
+            h, aux = native.recurrence_forward(inputs.numpy(), w_t, b_ih.detach().numpy(), b_hh.detach().numpy(),
+                                               CELL_CODES[cell], start, ctx.projected, threads=torch.get_num_threads())
         else:
             _use_torch_threads()
-            N, n, _ = gates_x.shape
-            h = np.empty((N, n, w_hh.shape[1]), np.float32)
-            aux = np.empty((_AUX[cell], N, n, w_hh.shape[1]), np.float32)  # what the backward pass needs
-            _FORWARD[cell](gx, w_hh_t, b_hh.detach().numpy(), h, aux, start)
+            H = w_hh.shape[1]
+            h = np.empty((N, n, H), np.float32)
+            aux = np.empty((_AUX[cell], N, n, H), np.float32)  # what the backward pass needs
+            _FORWARD[cell]((inputs + b_ih.detach()).numpy(), w_t, b_hh.detach().numpy(), h, aux, start)
         h = torch.from_numpy(h)
         ctx.cell, ctx.start = cell, start
-        ctx.save_for_backward(w_hh, h, torch.from_numpy(aux))
+        ctx.save_for_backward(x, w_ih, w_hh, h, torch.from_numpy(aux))
         return h
 
     @staticmethod
     def backward(ctx, grad_h):
-        w_hh, h, aux = ctx.saved_tensors
+        x, w_ih, w_hh, h, aux = ctx.saved_tensors
         N, n, H = h.shape
         dout = grad_h.contiguous().numpy()
         if ctx.native:
-            d_gates, d_gates_h = native.recurrence_backward(dout, w_hh.detach().contiguous().numpy(), aux.numpy(),
-                                                            CELL_CODES[ctx.cell], ctx.start,
-                                                            threads=torch.get_num_threads())
+            grads = native.recurrence_backward(
+                dout, w_ih.detach().contiguous().numpy(), w_hh.detach().contiguous().numpy(), aux.numpy(),
+                CELL_CODES[ctx.cell], ctx.start, x=None if ctx.projected else x.numpy(),
+                input_grad=ctx.needs_input_grad[0], threads=torch.get_num_threads())
+            grads = {k: torch.from_numpy(v) for k, v in grads.items()}
         else:
             _use_torch_threads()
             d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
             d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
             _BACKWARD[ctx.cell](dout, np.ascontiguousarray(w_hh.detach().numpy().T), h.numpy(), aux.numpy(), d_gates,
                                 d_gates_h, ctx.start)
-        d_gates_x, d_gates_h = torch.from_numpy(d_gates), torch.from_numpy(d_gates_h)
+            grads = {"gates_x": torch.from_numpy(d_gates), "gates_h": torch.from_numpy(d_gates_h)}
+            grads["b_ih"] = grads["gates_x"].sum((0, 1))
+            grads["b_hh"] = grads["gates_h"].sum((0, 1)) if ctx.cell == "gru" else grads["b_ih"].clone()
+        d_gates_x = grads["gates_x"].reshape(N * n, -1)
+        if ctx.projected:
+            grads["w_ih"] = d_gates_x.T @ x.reshape(N * n, -1)
+            if ctx.needs_input_grad[0]:
+                grads["x"] = (d_gates_x @ w_ih.detach()).reshape(x.shape)
         h_prev = nn.functional.pad(h[:, :-1], (0, 0, 1, 0))  # the state each step read; zero first
-        grad_w_hh = d_gates_h.reshape(-1, d_gates_h.shape[2]).T @ h_prev.reshape(-1, H)
-        return d_gates_x, grad_w_hh, d_gates_h.sum((0, 1)), None, None
+        grad_w_hh = grads["gates_h"].reshape(N * n, -1).T @ h_prev.reshape(N * n, H)
+        # Every gradient its own tensor: autograd may keep one as a parameter's .grad and add into it in place.
+        return grads.get("x"), grads["w_ih"], grads["b_ih"], grad_w_hh, grads["b_hh"], None, None
 
 
 _threads = threading.local()  # what this thread last gave Numba (its setting is per thread); setting it

@@ -106,8 +106,8 @@ def _load():
                     for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows):
                         fn.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, i, i]
                     lib.drnn_stream_rows.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i, i]
-                    lib.drnn_recurrence_forward.argtypes = [p, i, i, i, i, p, p, p, p, p, i]
-                    lib.drnn_recurrence_backward.argtypes = [p, i, i, i, i, p, p, p, p, p, i]
+                    lib.drnn_recurrence_forward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, i]
+                    lib.drnn_recurrence_backward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, i]
                     for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows, lib.drnn_stream_rows,
                                lib.drnn_recurrence_forward, lib.drnn_recurrence_backward):
                         fn.restype = ctypes.c_int
@@ -233,37 +233,61 @@ class StreamKernel:
 AUX = {0: 1, 1: 6, 2: 5}  # values per unit and step the training recurrences keep, by cell code (recurrence.c)
 
 
-def recurrence_forward(gx: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray, cell: int, start: np.ndarray,
-                       threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_forward(inputs: np.ndarray, w_t: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, cell: int,
+                       start: np.ndarray, projected: bool, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One layer's recurrence for training (``kernels._Recurrence``), chains in tiles of ``LANES``.
 
-    gx [N, n, G*H] the input's gate sums, w_hh_t [H, G*H] (W_hh transposed), b_hh [G*H], start [N] int64
-    (chain i's first real step): all C-contiguous. Returns (outputs [N, n, H], aux), aux being what
-    ``recurrence_backward`` reads, in lanes.
+    ``projected``: ``inputs`` is gx [N, n, G*H] = x W_ih^T (without bias) and w_t is W_hh^T [H, G*H]; else
+    ``inputs`` is x [N, n, F] itself and w_t [F + H, G*H] holds W_ih^T then W_hh^T. b_ih, b_hh [G*H];
+    start [N] int64 (chain i's first real step). All C-contiguous float32 but start. Returns (outputs [N, n,
+    H], aux), aux being what ``recurrence_backward`` reads, in lanes.
     """
-    N, n, GH = gx.shape
-    H = w_hh_t.shape[0]
-    tiles = -(-N // LANES)
+    N, n, width = inputs.shape
+    GH = w_t.shape[1]
+    F = 0 if projected else width
+    H = w_t.shape[0] - F
     hs = np.empty((N, n, H), np.float32)
-    aux = np.empty((tiles, n, AUX[cell] * H, LANES), np.float32)
-    if _loaded().drnn_recurrence_forward(gx.ctypes.data, N, n, H, cell, w_hh_t.ctypes.data, b_hh.ctypes.data,
-                                         start.ctypes.data, hs.ctypes.data, aux.ctypes.data, threads):
+    aux = np.empty((-(-N // LANES), n, AUX[cell] * H, LANES), np.float32)
+    if GH != b_ih.shape[0] or (projected and width != GH):
+        raise ValueError(f"inputs {list(inputs.shape)} do not fit weights {list(w_t.shape)}")
+    if _loaded().drnn_recurrence_forward(inputs.ctypes.data, N, n, F, H, cell, w_t.ctypes.data, b_ih.ctypes.data,
+                                         b_hh.ctypes.data, start.ctypes.data, hs.ctypes.data, aux.ctypes.data,
+                                         threads):
         raise MemoryError("the native kernels could not allocate their buffers")
     return hs, aux
 
 
-def recurrence_backward(dout: np.ndarray, w_hh: np.ndarray, aux: np.ndarray, cell: int, start: np.ndarray,
-                        threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The backward pass through time of ``recurrence_forward``: dout [N, n, H] (gradient of the outputs),
-    w_hh [G*H, H] as PyTorch keeps it -> the gradients of the input's gate sums and of the state's
-    (h W_hh^T + b_hh), both [N, n, G*H]; they are one array except for a GRU."""
+def recurrence_backward(dout: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, aux: np.ndarray, cell: int,
+                        start: np.ndarray, x: np.ndarray | None = None, input_grad: bool = False,
+                        threads: int = 1) -> dict:
+    """The backward pass through time of ``recurrence_forward``, from dout [N, n, H] (the outputs' gradient).
+
+    w_ih [G*H, F], w_hh [G*H, H] as PyTorch keeps them; ``x`` [N, n, F]: the input, when the forward pass
+    projected it itself. Returns a dict of arrays: ``gates_x`` and ``gates_h`` [N, n, G*H], the gradients of
+    the input's and the state's gate sums (one array but for a GRU); ``b_ih``, ``b_hh`` [G*H]; with ``x``
+    also ``w_ih`` [G*H, F] and, if ``input_grad``, ``x`` [N, n, F].
+    """
     N, n, H = dout.shape
-    dgx = np.empty((N, n, w_hh.shape[0]), np.float32)
+    GH = w_hh.shape[0]
+    F = 0 if x is None else x.shape[2]
+    tiles = aux.shape[0]
+    dgx = np.empty((N, n, GH), np.float32)
     dgh = np.empty_like(dgx) if cell == 2 else dgx
-    if _loaded().drnn_recurrence_backward(dout.ctypes.data, N, n, H, cell, w_hh.ctypes.data, aux.ctypes.data,
-                                          start.ctypes.data, dgx.ctypes.data, dgh.ctypes.data, threads):
+    sums = np.empty((tiles, 2, GH, LANES), np.float32)
+    dw_ih = np.empty((tiles, F, GH, LANES), np.float32) if F else None
+    dx = np.empty((N, n, F), np.float32) if F and input_grad else None
+    address = lambda a: None if a is None else a.ctypes.data  # noqa: E731
+    if _loaded().drnn_recurrence_backward(dout.ctypes.data, N, n, F, H, cell, address(x), w_ih.ctypes.data,
+                                          w_hh.ctypes.data, aux.ctypes.data, start.ctypes.data, dgx.ctypes.data,
+                                          dgh.ctypes.data, address(dx), sums.ctypes.data, address(dw_ih), threads):
         raise MemoryError("the native kernels could not allocate their buffers")
-    return dgx, dgh
+    bias = sums.sum((0, 3))
+    grads = {"gates_x": dgx, "gates_h": dgh, "b_ih": bias[0], "b_hh": bias[1 if cell == 2 else 0].copy()}
+    if F:
+        grads["w_ih"] = dw_ih.sum((0, 3)).T.copy()
+    if dx is not None:
+        grads["x"] = dx
+    return grads
 
 
 def _loaded():

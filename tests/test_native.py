@@ -98,6 +98,7 @@ def _layer_with_grads(layer, x, start, upstream, cell, fused=True):
         out = torch.stack([torch.cat([torch.zeros(int(s), layer.hidden_size, dtype=x.dtype), layer(x[i:i + 1, s:])[0][0]])
                            for i, s in enumerate(start.tolist())])
     (out * upstream).sum().backward()
+    assert len({p.grad.data_ptr() for p in layer.parameters()}) == 4  # no two share memory (in-place updates)
     return [out.detach(), x.grad] + [p.grad.clone() for p in layer.parameters()]
 
 
@@ -106,8 +107,11 @@ def _layer_with_grads(layer, x, start, upstream, cell, fused=True):
 def test_native_training_recurrences_match_reference_and_numba(cell):
     """``_Recurrence`` forward and backward on the native kernels (chains in lanes): outputs and every gradient
     against a float64 module run row by row, and Numba's kernels; partial tiles, widths that are not a
-    multiple of 8 (the transposes' tails), per-row starts (padding), one and two threads."""
-    for N, n, F, H in ((1, 9, 2, 5), (8, 24, 3, 8), (13, 25, 2, 20), (17, 7, 1, 3)):
+    multiple of 8 (the transposes' tails), per-row starts (padding), one and two threads; inputs narrow enough
+    for the kernel to project them and wider ones it receives projected."""
+    shapes = ((1, 9, 2, 5), (8, 24, 6, 8), (13, 25, 1, 20), (17, 7, 4, 3), (9, 11, 5, 12))
+    assert {F <= kernels.PROJECT_WITHIN for _, _, F, _ in shapes} == {True, False}
+    for N, n, F, H in shapes:
         layer = getattr(torch.nn, CELLS[cell].module)(F, H, batch_first=True)
         init_cell_(layer, cell)
         with torch.no_grad():

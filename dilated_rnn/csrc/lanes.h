@@ -61,6 +61,9 @@ static inline v8 sigmoid8(v8 x) {
     }
 LANE_BLOCK(8) LANE_BLOCK(4) LANE_BLOCK(1)
 
+/* g[j] = b1[j] + b2[j] + acc[j] + sum_k w[k, j] * (in1 ++ in2)[k] for j < GH (w row-major [K1 + K2, GH]; in2,
+ * b1, b2 and acc may be absent; acc may be g), every value a vector of lanes: eight units at a time, then
+ * four, then one. */
 static inline void lane_sums(float *g, const float *in1, int K1, const float *in2, int K2, const float *w, int GH,
                              const float *b1, const float *b2, const float *acc) {
     int j = 0;
@@ -69,16 +72,10 @@ static inline void lane_sums(float *g, const float *in1, int K1, const float *in
     for (; j < GH; j++) lane_block_1(g, in1, K1, in2, K2, w, GH, b1, b2, acc, j);
 }
 
-/* g[j] = b1[j] (+ b2[j]) + sum_k w[k, j] * (in1 ++ in2)[k] for j < GH (w row-major [K1 + K2, GH]; in2 and b2
- * may be absent), every value a vector of lanes: eight units at a time, then four, then one. */
+/* lane_sums without acc. */
 static inline void gates(float *g, const float *in1, int K1, const float *in2, int K2, const float *w, int GH,
-                  const float *b1, const float *b2) {
+                         const float *b1, const float *b2) {
     lane_sums(g, in1, K1, in2, K2, w, GH, b1, b2, NULL);
-}
-
-/* g[j] += b[j] + sum_k w[k, j] * in[k] for j < GH, in lanes (b may be absent). */
-static inline void gates_onto(float *g, const float *in, int K, const float *w, int GH, const float *b) {
-    lane_sums(g, in, K, NULL, 0, w, GH, b, NULL, g);
 }
 
 #define V(p, j) _mm256_loadu_ps((p) + (j) * LANES)

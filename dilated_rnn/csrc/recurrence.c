@@ -1,10 +1,16 @@
 /* Training's recurrences with the batch in the vector lanes (AVX2 + FMA): see kernels.py's _Recurrence.
  *
  * One layer's recurrence over N chains of n steps, forward (keeping what the backward pass needs) and
- * backward through time, eight chains (a tile) at a time: the state's gate sums are register-blocked
- * lane accumulators (`gates`), activations and their derivatives vectorise over the chains. The
+ * backward through time, eight chains (a tile) at a time: the gate sums are register-blocked lane
+ * accumulators (`gates`, `lane_sums`), activations and their derivatives vectorise over the chains. The
  * arithmetic is kernels.py's Numba recurrences': the same equations, PyTorch's gate order, the same
  * rational tanh (sums in another order).
+ *
+ * The input enters in one of two forms. F > 0: the layer's input x [N, n, F] itself, its projection
+ * x W_ih^T summed in the kernel (with the state's, in one pass, for a vanilla or LSTM cell), and the
+ * backward pass accumulates W_ih's gradient and x's: for a narrow input (a pixel, a few channels), where
+ * a separate matrix product would mostly move memory. F = 0: gx [N, n, G * H] = x W_ih^T, a matrix
+ * product the caller made. Both ways the biases are added here and their gradients summed here.
  *
  * Rows stay in PyTorch's layout, [N, n, .] row-major: a step's values of a tile's eight chains are read
  * and written through 8 x 8 transposes (rows_to_lanes, lanes_to_rows). What passes from the forward to
@@ -43,13 +49,14 @@ static inline v8 padding(__m256i starts, int64_t t) {
 #define ONE _mm256_set1_ps(1.0f)
 
 /* Tiles [tile0, tile1) of drnn_recurrence_forward. */
-static int forward_tiles(const float *gx, int64_t N, int64_t n, int64_t H, int64_t cell, const float *w_hh_t,
-                         const float *b_hh, const int64_t *start, float *hs, float *aux, int64_t tile0,
-                         int64_t tile1) {
+static int forward_tiles(const float *in, int64_t N, int64_t n, int64_t F, int64_t H, int64_t cell,
+                         const float *w_t, const float *b_ih, const float *b_hh, const int64_t *start, float *hs,
+                         float *aux, int64_t tile0, int64_t tile1) {
     int G = gate_count(cell), GH = G * (int)H, A = aux_count(cell);
-    float *buf = aligned_alloc(32, sizeof(float) * LANES * (2 * GH + 2 * H) + 32);
+    const float *w_hh_t = w_t + F * GH;
+    float *buf = aligned_alloc(32, sizeof(float) * LANES * (2 * GH + 2 * H + F) + 32);
     if (!buf) return -1;
-    float *gi = buf, *gh = gi + GH * LANES, *h = gh + GH * LANES, *c = h + H * LANES;
+    float *gi = buf, *gh = gi + GH * LANES, *h = gh + GH * LANES, *c = h + H * LANES, *xl = c + H * LANES;
     for (int64_t tile = tile0; tile < tile1; tile++) {
         int64_t first = tile * LANES;
         int rows = N - first < LANES ? (int)(N - first) : LANES;
@@ -59,9 +66,16 @@ static int forward_tiles(const float *gx, int64_t N, int64_t n, int64_t H, int64
         for (int64_t t = 0; t < n; t++) {
             v8 pad = padding(starts, t);
             float *a = aux + (tile * n + t) * A * H * LANES;
-            rows_to_lanes(gi, gx + (first * n + t) * GH, n * GH, rows, GH);
+            if (F > 0) { /* gi from x: with the state's sums in one pass, but a GRU's */
+                rows_to_lanes(xl, in + (first * n + t) * F, n * F, rows, (int)F);
+                if (cell == 2) gates(gi, xl, (int)F, NULL, 0, w_t, GH, b_ih, NULL);
+                else gates(gi, xl, (int)F, h, (int)H, w_t, GH, b_ih, b_hh);
+            } else { /* gi from gx, plus the biases (a GRU's b_ih only) and the state's sums (not a GRU's) */
+                rows_to_lanes(gi, in + (first * n + t) * GH, n * GH, rows, GH);
+                if (cell == 2) lane_sums(gi, NULL, 0, NULL, 0, w_hh_t, GH, b_ih, NULL, gi);
+                else lane_sums(gi, h, (int)H, NULL, 0, w_hh_t, GH, b_ih, b_hh, gi);
+            }
             if (cell == 2) gates(gh, h, (int)H, NULL, 0, w_hh_t, GH, b_hh, NULL);
-            else gates_onto(gi, h, (int)H, w_hh_t, GH, b_hh);
             for (int64_t j = 0; j < H; j++) {
                 v8 out;
                 if (cell == 0) {
@@ -95,18 +109,24 @@ static int forward_tiles(const float *gx, int64_t N, int64_t n, int64_t H, int64
 }
 
 /* Tiles [tile0, tile1) of drnn_recurrence_backward. */
-static int backward_tiles(const float *dout, int64_t N, int64_t n, int64_t H, int64_t cell, const float *w_hh,
-                          const float *aux, const int64_t *start, float *dgx, float *dgh, int64_t tile0,
-                          int64_t tile1) {
+static int backward_tiles(const float *dout, int64_t N, int64_t n, int64_t F, int64_t H, int64_t cell,
+                          const float *x, const float *w_ih, const float *w_hh, const float *aux,
+                          const int64_t *start, float *dgx, float *dgh, float *dx, float *sums, float *dw_ih,
+                          int64_t tile0, int64_t tile1) {
     int G = gate_count(cell), GH = G * (int)H, A = aux_count(cell);
-    float *buf = aligned_alloc(32, sizeof(float) * LANES * (2 * GH + 3 * H) + 32);
+    float *buf = aligned_alloc(32, sizeof(float) * LANES * (2 * GH + 3 * H + 2 * F) + 32);
     if (!buf) return -1;
     float *dg = buf, *dg2 = dg + GH * LANES, *dl = dg2 + GH * LANES, *dh = dl + H * LANES, *dc = dh + H * LANES;
+    float *xl = dc + H * LANES, *dxl = xl + F * LANES;
     const v8 zero = _mm256_setzero_ps();
     for (int64_t tile = tile0; tile < tile1; tile++) {
         int64_t first = tile * LANES;
         int rows = N - first < LANES ? (int)(N - first) : LANES;
         __m256i starts = tile_starts(start, first, rows);
+        float *sum_x = sums + tile * 2 * GH * LANES, *sum_h = sum_x + GH * LANES;
+        float *dw = F > 0 ? dw_ih + tile * F * GH * LANES : NULL;
+        memset(sum_x, 0, sizeof(float) * 2 * GH * LANES);
+        if (dw) memset(dw, 0, sizeof(float) * F * GH * LANES);
         memset(dh, 0, sizeof(float) * LANES * H);
         memset(dc, 0, sizeof(float) * LANES * H);
         for (int64_t t = n - 1; t >= 0; t--) {
@@ -148,8 +168,25 @@ static int backward_tiles(const float *dout, int64_t N, int64_t n, int64_t H, in
                     _mm256_storeu_ps(dh + j * LANES, _mm256_mul_ps(d, z)); /* the direct path; the rest below */
                 }
             }
-            if (cell == 2) gates_onto(dh, dg2, GH, w_hh, (int)H, NULL); /* dh = d z + dgh W_hh */
-            else gates(dh, dg, GH, NULL, 0, w_hh, (int)H, NULL, NULL);  /* dh = dg W_hh */
+            const float *dgs = cell == 2 ? dg2 : dg; /* the state's gate gradients */
+            if (cell == 2) lane_sums(dh, dgs, GH, NULL, 0, w_hh, (int)H, NULL, NULL, dh); /* dh = d z + dgh W_hh */
+            else gates(dh, dgs, GH, NULL, 0, w_hh, (int)H, NULL, NULL);                    /* dh = dg W_hh */
+            for (int j = 0; j < GH; j++) /* the biases' gradients, per lane (the same two but for a GRU) */
+                _mm256_storeu_ps(sum_x + j * LANES, _mm256_add_ps(V(sum_x, j), V(dg, j)));
+            if (cell == 2)
+                for (int j = 0; j < GH; j++) _mm256_storeu_ps(sum_h + j * LANES, _mm256_add_ps(V(sum_h, j), V(dgs, j)));
+            if (F > 0) { /* W_ih's gradient, and x's if wanted: from x itself */
+                rows_to_lanes(xl, x + (first * n + t) * F, n * F, rows, (int)F);
+                for (int64_t k = 0; k < F; k++) {
+                    v8 xk = V(xl, k);
+                    float *dwk = dw + k * GH * LANES;
+                    for (int j = 0; j < GH; j++) _mm256_storeu_ps(dwk + j * LANES, _mm256_fmadd_ps(xk, V(dg, j), V(dwk, j)));
+                }
+                if (dx) {
+                    gates(dxl, dg, GH, NULL, 0, w_ih, (int)F, NULL, NULL); /* dx = dgx W_ih */
+                    lanes_to_rows(dx + (first * n + t) * F, n * F, rows, dxl, (int)F);
+                }
+            }
             lanes_to_rows(dgx + (first * n + t) * GH, n * GH, rows, dg, GH);
             if (cell == 2) lanes_to_rows(dgh + (first * n + t) * GH, n * GH, rows, dg2, GH);
         }
@@ -170,18 +207,28 @@ static int backward_tiles(const float *dout, int64_t N, int64_t n, int64_t H, in
     }                                                                                     \
     return failed ? -1 : 0;
 
-/* gx [N, n, G * H] (the input's gate sums, x W_ih^T + b_ih) through the layer: hs [N, n, H] the outputs,
- * aux as above. w_hh_t [H, G * H] is W_hh transposed, b_hh [G * H]. Returns 0, or -1 if memory ran out. */
-int drnn_recurrence_forward(const float *gx, int64_t N, int64_t n, int64_t H, int64_t cell, const float *w_hh_t,
-                            const float *b_hh, const int64_t *start, float *hs, float *aux, int64_t threads) {
-    OVER_TILES(N, threads, forward_tiles(gx, N, n, H, cell, w_hh_t, b_hh, start, hs, aux, tile0, tile1))
+/* The layer's forward pass: hs [N, n, H] the outputs, aux as above. F > 0: in is x [N, n, F] and w_t
+ * [F + H, G * H] holds W_ih^T then W_hh^T; F = 0: in is gx [N, n, G * H] = x W_ih^T and w_t is W_hh^T.
+ * b_ih, b_hh [G * H]. Returns 0, or -1 if memory ran out. */
+int drnn_recurrence_forward(const float *in, int64_t N, int64_t n, int64_t F, int64_t H, int64_t cell,
+                            const float *w_t, const float *b_ih, const float *b_hh, const int64_t *start, float *hs,
+                            float *aux, int64_t threads) {
+    OVER_TILES(N, threads,
+               forward_tiles(in, N, n, F, H, cell, w_t, b_ih, b_hh, start, hs, aux, tile0, tile1))
 }
 
-/* The backward pass through time: from dout [N, n, H] (the loss's gradient with respect to hs) and aux,
- * the gradient with respect to the gate sums: dgx [N, n, G * H] for gx, and for a GRU dgh [N, n, G * H]
- * for h W_hh^T + b_hh (a vanilla or LSTM cell's equals dgx: dgh unused). w_hh [G * H, H] is W_hh as
- * PyTorch keeps it. Returns 0, or -1 if memory ran out. */
-int drnn_recurrence_backward(const float *dout, int64_t N, int64_t n, int64_t H, int64_t cell, const float *w_hh,
-                             const float *aux, const int64_t *start, float *dgx, float *dgh, int64_t threads) {
-    OVER_TILES(N, threads, backward_tiles(dout, N, n, H, cell, w_hh, aux, start, dgx, dgh, tile0, tile1))
+/* The backward pass through time, from dout [N, n, H] (the loss's gradient with respect to hs) and aux:
+ * - dgx, dgh [N, n, G * H]: the gradients with respect to the input's gate sums (x W_ih^T + b_ih) and
+ *   the state's (h W_hh^T + b_hh); a vanilla or LSTM cell's are equal and dgh is not written;
+ * - sums [tiles, 2, G * H, LANES]: per tile and lane, dgx's and (a GRU's) dgh's sums over steps: the biases'
+ *   gradients;
+ * - F > 0 (x [N, n, F] the forward pass's input): dw_ih [tiles, F, G * H, LANES] likewise for W_ih's
+ *   gradient, and if dx is not NULL, x's gradient dx [N, n, F] (w_ih [G * H, F] is W_ih as PyTorch keeps it).
+ * w_hh [G * H, H] is W_hh as PyTorch keeps it. Returns 0, or -1 if memory ran out. */
+int drnn_recurrence_backward(const float *dout, int64_t N, int64_t n, int64_t F, int64_t H, int64_t cell,
+                             const float *x, const float *w_ih, const float *w_hh, const float *aux,
+                             const int64_t *start, float *dgx, float *dgh, float *dx, float *sums, float *dw_ih,
+                             int64_t threads) {
+    OVER_TILES(N, threads, backward_tiles(dout, N, n, F, H, cell, x, w_ih, w_hh, aux, start, dgx, dgh, dx, sums,
+                                          dw_ih, tile0, tile1))
 }
