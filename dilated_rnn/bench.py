@@ -8,7 +8,8 @@ interleaved so that drifting machine load affects them alike. Variants:
 * ``pruned`` the pruned classifier on PyTorch's RNN modules (``model.rnn.fused = False``);
 * ``full``   every step of every layer, one ``nn.LSTM``/``nn.GRU``/``nn.RNN`` call per layer;
 * ``full_fused`` every step of every layer on the fused recurrences (``DilatedRNN.forward`` on a CPU:
-  what sequence labelling trains).
+  what sequence labelling trains);
+* ``fused_numba`` ``fused`` on Numba's recurrences instead of the native ones (where those run).
 
 Inference: batch-1 latency (p50/p99) on one thread and batched throughput on
 ``threads`` threads, with PyTorch (the fused path) and ONNX Runtime (the fp32
@@ -37,7 +38,7 @@ from .model import DilatedRNNClassifier, ModelConfig
 from .optim import TFRMSprop
 from .train import keep_freed_memory
 
-TRAIN_VARIANTS = ("fused", "pruned", "full", "full_fused")
+TRAIN_VARIANTS = ("fused", "pruned", "full", "full_fused", "fused_numba")
 
 
 def _sync(device: torch.device) -> None:
@@ -47,12 +48,14 @@ def _sync(device: torch.device) -> None:
 
 def _step_fn(model: DilatedRNNClassifier, variant: str, x, y):
     optimizer = TFRMSprop(model.parameters(), lr=1e-3)
-    model.rnn.fused = variant in ("fused", "full_fused")
+    model.rnn.fused = variant in ("fused", "full_fused", "fused_numba")
     forward = model.forward_full if variant.startswith("full") else model.forward
+    kernels_used = native.turned_off if variant == "fused_numba" else contextlib.nullcontext
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(forward(x), y).backward()
+        with kernels_used():
+            nn.functional.cross_entropy(forward(x), y).backward()
         optimizer.step()
 
     return step
@@ -70,6 +73,8 @@ def bench_train_step(cell: str, batch_size: int = 128, steps: int = 5, warmup: i
     y = torch.randint(0, config.num_classes, (batch_size,), generator=gen).to(dev)
     # The fused path exists on the CPU only; elsewhere "fused" would just repeat "pruned".
     variants = TRAIN_VARIANTS if kernels.supports(x, cell) else ("pruned", "full")
+    if not native.available():
+        variants = tuple(v for v in variants if v != "fused_numba")  # "fused" is Numba's already
     torch.manual_seed(0)
     fns = {v: _step_fn(DilatedRNNClassifier.from_config(config).to(dev), v, x, y) for v in variants}
     times = {v: [] for v in fns}

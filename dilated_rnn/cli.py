@@ -557,7 +557,7 @@ def cmd_bench(args) -> int:
         print(f"training step, batch {args.batch_size}, {args.threads} threads, median of {args.steps} "
               f"(seconds; ratio to full; peak MB)")
         print(f"{'cell':5} {'fused':>8} {'pruned':>8} {'full':>8} {'full fused':>10} {'fused/full':>10} "
-              f"{'pruned/full':>11} {'full fused/full':>15} {'fused MB':>9} {'full MB':>8}")
+              f"{'pruned/full':>11} {'full fused/full':>15} {'fused MB':>9} {'full MB':>8} {'fused numba':>11}")
         for cell in cells:
             r = bench_train_step(cell, args.batch_size, args.steps, args.warmup, device)
             results["train"].append(r)
@@ -623,7 +623,8 @@ def _train_row(r: dict) -> str:
     mb = lambda key: f"{r[key] / 2**20:.1f}" if r.get(key) is not None else "-"
     return (f"{r['cell']:5} {get('fused_s', '8.4f'):>8} {r['pruned_s']:8.4f} {r['full_s']:8.4f} "
             f"{get('full_fused_s', '10.4f'):>10} {get('fused_ratio', '10.3f'):>10} {r['pruned_ratio']:11.3f} "
-            f"{get('full_fused_ratio', '15.3f'):>15} {mb('fused_peak_bytes'):>9} {mb('full_peak_bytes'):>8}")
+            f"{get('full_fused_ratio', '15.3f'):>15} {mb('fused_peak_bytes'):>9} {mb('full_peak_bytes'):>8} "
+            f"{get('fused_numba_s', '11.4f'):>11}")
 
 
 def cmd_report(args) -> int:

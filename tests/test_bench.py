@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dilated_rnn import kernels
+from dilated_rnn import kernels, native
 from dilated_rnn.bench import bench_inference, bench_stream, bench_train_step
 from dilated_rnn.cli import main
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
@@ -16,6 +16,7 @@ SMALL = ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru")
 def test_train_step_times_every_variant():
     r = bench_train_step("gru", batch_size=4, steps=2, warmup=1, config=SMALL, seq_len=16)
     variants = ("fused", "pruned", "full", "full_fused") if kernels.enabled() else ("pruned", "full")
+    variants += ("fused_numba",) if kernels.enabled() and native.available() else ()
     assert r["fast_path"] == variants[0]
     for v in variants:
         assert len(r[f"{v}_times_s"]) == 2 and r[f"{v}_s"] > 0
