@@ -12,8 +12,9 @@ and the classifier's head, in one call per chunk). A kernel object binds the
 fixed arrays' addresses once, so the callers that keep one (a frozen model, a
 ``Streamer``) pay per call little more than the kernel itself.
 ``csrc/recurrence.c``: training's recurrences, one layer forward and backward
-through time (``recurrence_forward``, ``recurrence_backward``), on PyTorch's
-OpenMP threads.
+through time (``recurrence_forward``, ``recurrence_backward``). Every kernel
+splits its work over the ``threads`` it is given with OpenMP, so on PyTorch's
+own threads (``csrc/lanes.h``: ``OVER_PARTS``).
 
 It needs an x86-64 CPU with AVX2 and FMA and a C compiler with OpenMP (``cc``,
 or ``$CC``): the sources are compiled once into the kernel cache
@@ -33,7 +34,6 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,6 @@ SOURCES = ("stack.c", "recurrence.c")  # with lanes.h, which both include
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=c11"]
 _lock = threading.Lock()
 _library = None  # None: not tried yet; False: unavailable
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
 
 
 def cpu_supported() -> bool:
@@ -103,13 +101,12 @@ def _load():
                 if path is not None:
                     lib = ctypes.CDLL(str(path))
                     p, i = ctypes.c_void_p, ctypes.c_int64
-                    for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows):
-                        fn.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, i, i]
-                    lib.drnn_stream_rows.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i, i]
+                    lib.drnn_stack.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, i, i]
+                    lib.drnn_stream.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i]
                     lib.drnn_recurrence_forward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, i]
                     lib.drnn_recurrence_backward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, i]
-                    for fn in (lib.drnn_stack_tiles, lib.drnn_stack_rows, lib.drnn_stream_rows,
-                               lib.drnn_recurrence_forward, lib.drnn_recurrence_backward):
+                    for fn in (lib.drnn_stack, lib.drnn_stream, lib.drnn_recurrence_forward,
+                               lib.drnn_recurrence_backward):
                         fn.restype = ctypes.c_int
                     _library = lib
     return _library
@@ -134,7 +131,7 @@ def available() -> bool:
 
 def stack(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, gather: np.ndarray,
           readout: np.ndarray, out: np.ndarray, threads: int = 1, lanes: bool | None = None) -> None:
-    """``kernels._stack_forward``'s job, split over ``threads`` (ctypes releases the GIL).
+    """``kernels._stack_forward``'s job, split over ``threads``.
 
     Arrays as ``_stack_forward`` takes them: x [B, T, F] float32, the packed weights and plan (int64),
     out [B, len(readout), H_top] float32, C-contiguous. ``lanes``: tiles of ``LANES`` rows (the last one
@@ -171,8 +168,7 @@ class StackKernel:
             raise ValueError(f"expected x [B, T, {self.shape[0]}] and out [B, {self.shape[1]}, {self.shape[2]}], "
                              f"float32; got {list(x.shape)} {x.dtype} and {list(out.shape)} {out.dtype}")
         lanes = B >= LANES if lanes is None else lanes
-        fn, units = (self._lib.drnn_stack_tiles, -(-B // LANES)) if lanes else (self._lib.drnn_stack_rows, B)
-        _run(fn, (x.ctypes.data, B, T, F, *self._fixed, out.ctypes.data), units, threads)
+        _check(self._lib.drnn_stack(x.ctypes.data, B, T, F, *self._fixed, out.ctypes.data, int(lanes), threads))
 
 
 def stream(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, registers: np.ndarray,
@@ -207,7 +203,7 @@ class StreamKernel:
         weights, sizes = np.ascontiguousarray(weights, np.float32), np.ascontiguousarray(sizes, np.int64)
         self.arrays = [weights, sizes]  # kept alive: the kernel reads them through their addresses
         self.state_size = int(sum(d * h * (2 if cell == 1 else 1) for _, h, d in sizes))
-        self._fn = lib.drnn_stream_rows
+        self._fn = lib.drnn_stream
         self._stack = (weights.ctypes.data, cell, len(sizes), sizes.ctypes.data)
         self._head, self.outputs = (None, None, 0), 0  # outputs: the head's K
         if head_weight is not None:
@@ -226,8 +222,8 @@ class StreamKernel:
         if (position is None) != (position_after is None):
             raise ValueError("position and position_after go together")
         head = self._head if logits is not None else (None, None, 0)
-        _run(self._fn, (x, B, n, F, *self._stack, registers, after, self.state_size, out, *head, logits, position,
-                        position_after), B, threads)
+        _check(self._fn(x, B, n, F, *self._stack, registers, after, self.state_size, out, *head, logits, position,
+                        position_after, threads))
 
 
 AUX = {0: 1, 1: 6, 2: 5}  # values per unit and step the training recurrences keep, by cell code (recurrence.c)
@@ -250,10 +246,9 @@ def recurrence_forward(inputs: np.ndarray, w_t: np.ndarray, b_ih: np.ndarray, b_
     aux = np.empty((-(-N // LANES), n, AUX[cell] * H, LANES), np.float32)
     if GH != b_ih.shape[0] or (projected and width != GH):
         raise ValueError(f"inputs {list(inputs.shape)} do not fit weights {list(w_t.shape)}")
-    if _loaded().drnn_recurrence_forward(inputs.ctypes.data, N, n, F, H, cell, w_t.ctypes.data, b_ih.ctypes.data,
-                                         b_hh.ctypes.data, start.ctypes.data, hs.ctypes.data, aux.ctypes.data,
-                                         threads):
-        raise MemoryError("the native kernels could not allocate their buffers")
+    _check(_loaded().drnn_recurrence_forward(inputs.ctypes.data, N, n, F, H, cell, w_t.ctypes.data, b_ih.ctypes.data,
+                                             b_hh.ctypes.data, start.ctypes.data, hs.ctypes.data, aux.ctypes.data,
+                                             threads))
     return hs, aux
 
 
@@ -277,10 +272,10 @@ def recurrence_backward(dout: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, au
     dw_ih = np.empty((tiles, F, GH, LANES), np.float32) if F else None
     dx = np.empty((N, n, F), np.float32) if F and input_grad else None
     address = lambda a: None if a is None else a.ctypes.data  # noqa: E731
-    if _loaded().drnn_recurrence_backward(dout.ctypes.data, N, n, F, H, cell, address(x), w_ih.ctypes.data,
-                                          w_hh.ctypes.data, aux.ctypes.data, start.ctypes.data, dgx.ctypes.data,
-                                          dgh.ctypes.data, address(dx), sums.ctypes.data, address(dw_ih), threads):
-        raise MemoryError("the native kernels could not allocate their buffers")
+    _check(_loaded().drnn_recurrence_backward(dout.ctypes.data, N, n, F, H, cell, address(x), w_ih.ctypes.data,
+                                              w_hh.ctypes.data, aux.ctypes.data, start.ctypes.data, dgx.ctypes.data,
+                                              dgh.ctypes.data, address(dx), sums.ctypes.data, address(dw_ih),
+                                              threads))
     bias = sums.sum((0, 3))
     grads = {"gates_x": dgx, "gates_h": dgh, "b_ih": bias[0], "b_hh": bias[1 if cell == 2 else 0].copy()}
     if F:
@@ -297,27 +292,7 @@ def _loaded():
     return lib
 
 
-def _run(fn, args: tuple, units: int, threads: int) -> None:
-    """``fn(*args, first, end)`` over ``units`` (tiles or rows), split over up to ``threads`` threads."""
-    if threads > 1 and units > 1:
-        _split(lambda bounds: fn(*args, *bounds), units, threads)
-    elif fn(*args, 0, units):
+def _check(code: int) -> None:
+    """A kernel's return code: 0, or -1 when it could not allocate its buffers."""
+    if code:
         raise MemoryError("the native kernels could not allocate their buffers")
-
-
-def _split(run, units: int, threads: int) -> None:
-    """``run((first, end))`` over ``units`` split into up to ``threads`` contiguous parts, in parallel."""
-    parts = max(1, min(threads, units))
-    edges = [units * k // parts for k in range(parts + 1)]
-    bounds = list(zip(edges[:-1], edges[1:]))
-    codes = list(_executor(parts).map(run, bounds)) if parts > 1 else [run(bounds[0])]
-    if any(codes):
-        raise MemoryError("the native kernels could not allocate their buffers")
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_pid
-    with _lock:  # a forked child inherits the pool object, not its threads: it makes its own
-        if _pool is None or _pool._max_workers < workers or _pool_pid != os.getpid():
-            _pool, _pool_pid = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drnn-lanes"), os.getpid()
-    return _pool

@@ -5,6 +5,7 @@
 #ifndef DRNN_LANES_H
 #define DRNN_LANES_H
 #include <immintrin.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,28 @@ static inline void gates(float *g, const float *in1, int K1, const float *in2, i
 }
 
 #define V(p, j) _mm256_loadu_ps((p) + (j) * LANES)
+
+/* The body of an exported kernel: `units` (tiles or rows) split over up to `threads` OpenMP threads as
+ * contiguous parts [first, end), each running `call` (an expression of first and end, 0 on success);
+ * one part runs on the calling thread. Returns 0, or -1 if any part failed (memory ran out).
+ *
+ * OpenMP, not a pool of our own: the process has one libgomp, PyTorch's, so the kernels run on its
+ * threads, where another pool's would compete with them (PyTorch's spin for a while after each of its
+ * operations, as training interleaves them with ours). */
+#define OVER_PARTS(units, threads, call)                                                                  \
+    int64_t units_ = (units), parts_ = (threads) < units_ ? (threads) : units_;                         \
+    int failed = 0;                                                                                       \
+    if (parts_ <= 1) {                                                                                    \
+        int64_t first = 0, end = units_;                                                                  \
+        failed = units_ > 0 && (call) != 0;                                                               \
+    } else {                                                                                              \
+        _Pragma("omp parallel num_threads(parts_) reduction(|: failed)") {                                \
+            int64_t part = omp_get_thread_num(), parts = omp_get_num_threads();                           \
+            int64_t first = units_ * part / parts, end = units_ * (part + 1) / parts;                     \
+            if (first < end) failed |= (call) != 0;                                                       \
+        }                                                                                                 \
+    }                                                                                                     \
+    return failed ? -1 : 0;
 
 /* Lanes [0, n) of a vector on, the rest off: masked loads read zeros there and masked stores skip them. */
 static inline __m256i first_lanes(int n) {

@@ -20,12 +20,8 @@
  * start [N]: chain i begins from a zero state at step start[i]; its earlier steps are padding, with zero
  * outputs and no gradient (their lanes are computed and then masked to zero).
  *
- * Tiles are split over `threads` OpenMP threads: training calls these between PyTorch's own OpenMP
- * operations, and sharing its runtime (one libgomp in the process) means sharing its threads, where
- * threads of another pool would compete with PyTorch's, which spin for a while after each operation.
+ * Tiles are split over `threads` OpenMP threads (OVER_PARTS).
  */
-#include <omp.h>
-
 #include "lanes.h"
 
 static inline int gate_count(int64_t cell) { return cell == 0 ? 1 : (cell == 1 ? 4 : 3); }
@@ -195,26 +191,14 @@ static int backward_tiles(const float *dout, int64_t N, int64_t n, int64_t F, in
     return 0;
 }
 
-/* The tiles of N rows, split over `threads` threads as contiguous parts: each runs `call` (an expression
- * using tile0 and tile1); any failure fails the whole. */
-#define OVER_TILES(N, threads, call)                                                     \
-    int64_t tiles = ((N) + LANES - 1) / LANES;                                          \
-    int failed = 0;                                                                       \
-    _Pragma("omp parallel num_threads(threads) reduction(|: failed)") {                 \
-        int64_t part = omp_get_thread_num(), parts = omp_get_num_threads();              \
-        int64_t tile0 = tiles * part / parts, tile1 = tiles * (part + 1) / parts;        \
-        if (tile0 < tile1) failed |= (call) != 0;                                        \
-    }                                                                                     \
-    return failed ? -1 : 0;
-
 /* The layer's forward pass: hs [N, n, H] the outputs, aux as above. F > 0: in is x [N, n, F] and w_t
  * [F + H, G * H] holds W_ih^T then W_hh^T; F = 0: in is gx [N, n, G * H] = x W_ih^T and w_t is W_hh^T.
  * b_ih, b_hh [G * H]. Returns 0, or -1 if memory ran out. */
 int drnn_recurrence_forward(const float *in, int64_t N, int64_t n, int64_t F, int64_t H, int64_t cell,
                             const float *w_t, const float *b_ih, const float *b_hh, const int64_t *start, float *hs,
                             float *aux, int64_t threads) {
-    OVER_TILES(N, threads,
-               forward_tiles(in, N, n, F, H, cell, w_t, b_ih, b_hh, start, hs, aux, tile0, tile1))
+    OVER_PARTS((N + LANES - 1) / LANES, threads,
+               forward_tiles(in, N, n, F, H, cell, w_t, b_ih, b_hh, start, hs, aux, first, end))
 }
 
 /* The backward pass through time, from dout [N, n, H] (the loss's gradient with respect to hs) and aux:
@@ -229,6 +213,6 @@ int drnn_recurrence_backward(const float *dout, int64_t N, int64_t n, int64_t F,
                              const float *x, const float *w_ih, const float *w_hh, const float *aux,
                              const int64_t *start, float *dgx, float *dgh, float *dx, float *sums, float *dw_ih,
                              int64_t threads) {
-    OVER_TILES(N, threads, backward_tiles(dout, N, n, F, H, cell, x, w_ih, w_hh, aux, start, dgx, dgh, dx, sums,
-                                          dw_ih, tile0, tile1))
+    OVER_PARTS((N + LANES - 1) / LANES, threads, backward_tiles(dout, N, n, F, H, cell, x, w_ih, w_hh, aux, start,
+                                                                dgx, dgh, dx, sums, dw_ih, first, end))
 }

@@ -9,9 +9,9 @@
  * tanh (sums in another order). Weights and plan arrays are those kernels.pack_weights and
  * kernels.pack_plan make.
  *
- * A single row (batch-1 latency) has no lanes to fill: drnn_stack_rows runs rows one at a time with
- * the vectors across units instead, up to eight vectors of gate sums held in registers (`row_gates`);
- * so does drnn_stream_rows, which advances streaming's shift registers over a chunk.
+ * A single row (batch-1 latency) has no lanes to fill: drnn_stack without lanes runs rows one at a time
+ * with the vectors across units instead, up to eight vectors of gate sums held in registers (`row_gates`);
+ * so does drnn_stream, which advances streaming's shift registers over a chunk.
  */
 #include "lanes.h"
 
@@ -138,7 +138,7 @@ static inline void step(int W, int cell, int F, int H, const float *in, float *h
 
 /* Units [unit0, unit1) of x [B, T, F0] through the stack, W rows per unit: W = LANES, a tile in the vector
  * lanes (gates, cell_update); W = 1, one row with vectors across units (row_gates, row_update). Every
- * buffer holds W values per entry. Arguments as drnn_stack_tiles'. */
+ * buffer holds W values per entry. Arguments as drnn_stack's. */
 static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
                      int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
                      int64_t n_readout, float *out, int64_t W, int64_t unit0, int64_t unit1) {
@@ -193,26 +193,21 @@ static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const flo
     return 0;
 }
 
-/* Tiles [tile0, tile1) (rows tile * LANES on) of x [B, T, F0] through the stack; out [B, n_readout, H_top].
- * sizes [L, 4] = (F, H, R, n) per layer; gather: the rows of the layer below each layer's steps read,
- * chain by chain (a row >= the rows below is a padded step: zero input); readout: the top layer's rows.
- * Returns 0, or -1 if memory ran out. */
-int drnn_stack_tiles(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
-                     int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
-                     int64_t n_readout, float *out, int64_t tile0, int64_t tile1) {
-    return run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, LANES, tile0, tile1);
+/* x [B, T, F0] through the stack; out [B, n_readout, H_top]. sizes [L, 4] = (F, H, R, n) per layer; gather:
+ * the rows of the layer below each layer's steps read, chain by chain (a row >= the rows below is a padded
+ * step: zero input); readout: the top layer's rows. lanes: tiles of LANES rows (the last one padded), else
+ * one row at a time. Split over `threads` threads. Returns 0, or -1 if memory ran out. */
+int drnn_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell, int64_t L,
+               const int64_t *sizes, const int64_t *gather, const int64_t *readout, int64_t n_readout, float *out,
+               int64_t lanes, int64_t threads) {
+    int64_t W = lanes ? LANES : 1;
+    OVER_PARTS((B + W - 1) / W, threads,
+               run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, W, first, end))
 }
 
-/* Rows [row0, row1) one at a time; arguments as drnn_stack_tiles'. */
-int drnn_stack_rows(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
-                    int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
-                    int64_t n_readout, float *out, int64_t row0, int64_t row1) {
-    return run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, 1, row0, row1);
-}
-
-/* Streaming (streaming.py): rows [row0, row1) of a chunk x [B, n, F0] from their shift registers `in`
- * [B, M] to `next` [B, M] (a different buffer). sizes [L, 3] = (F, H, d) per layer. Writes, each if its
- * pointer is not NULL: the top layer's output at each step, out [B, n, H_top]; a linear head's logits
+/* Streaming (streaming.py; drnn_stream below): rows [row0, row1) of a chunk x [B, n, F0] from their shift
+ * registers `in` [B, M] to `next` [B, M] (a different buffer). sizes [L, 3] = (F, H, d) per layer. Writes,
+ * each if its pointer is not NULL: the top layer's output at each step, out [B, n, H_top]; a linear head's logits
  * at each step, logits [B, n, K] = head_b + head_w [K, H_top] applied to the top output; each row's
  * position, pos_next = pos + n.
  *
@@ -221,11 +216,10 @@ int drnn_stack_rows(const float *x, int64_t B, int64_t T, int64_t F0, const floa
  * r = (d - n mod d) mod d: the entry it holds once the chunk is done, or the slot of step k + d, which
  * reads it and overwrites it in place. Entries of steps before the chunk that stay (n < d) are copied
  * to their new place first; every other value of `in` is read once, at its step. */
-int drnn_stream_rows(const float *x, int64_t B, int64_t n, int64_t F0, const float *weights, int64_t cell,
-                     int64_t L, const int64_t *sizes, const float *in, float *next, int64_t M, float *out,
-                     const float *head_w, const float *head_b, int64_t K, float *logits, const int64_t *pos,
-                     int64_t *pos_next, int64_t row0, int64_t row1) {
-    (void)B; /* rows are addressed from row0 to row1 */
+static int stream_rows(const float *x, int64_t n, int64_t F0, const float *weights, int64_t cell, int64_t L,
+                       const int64_t *sizes, const float *in, float *next, int64_t M, float *out, const float *head_w,
+                       const float *head_b, int64_t K, float *logits, const int64_t *pos, int64_t *pos_next,
+                       int64_t row0, int64_t row1) {
     int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), pair = cell == 1 ? 2 : 1;
     int64_t widest = 0;
     for (int64_t l = 0; l < L; l++)
@@ -271,4 +265,13 @@ int drnn_stream_rows(const float *x, int64_t B, int64_t n, int64_t F0, const flo
     }
     free(buf);
     return 0;
+}
+
+/* Streaming over all B rows of the chunk, split over `threads` threads (arguments as stream_rows'). */
+int drnn_stream(const float *x, int64_t B, int64_t n, int64_t F0, const float *weights, int64_t cell, int64_t L,
+                const int64_t *sizes, const float *in, float *next, int64_t M, float *out, const float *head_w,
+                const float *head_b, int64_t K, float *logits, const int64_t *pos, int64_t *pos_next,
+                int64_t threads) {
+    OVER_PARTS(B, threads, stream_rows(x, n, F0, weights, cell, L, sizes, in, next, M, out, head_w, head_b, K,
+                                       logits, pos, pos_next, first, end))
 }
