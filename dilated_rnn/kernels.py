@@ -89,9 +89,13 @@ def stack_outputs(rnn, x: torch.Tensor, T: int, steps: tuple[int, ...]) -> torch
     PyTorch ops per layer is what makes batch-1 latency small; a frozen stack (``freeze``) also keeps
     its native kernel per (T, steps).
     """
+    return torch.from_numpy(stack_arrays(rnn, x.detach().contiguous().numpy(), T, steps))
+
+
+def stack_arrays(rnn, x: np.ndarray, T: int, steps: tuple[int, ...]) -> np.ndarray:
+    """``stack_outputs`` on NumPy arrays: x [B, T, F] float32, C-contiguous -> [B, len(steps), H_top]."""
     packed = rnn._cached(("packed", T, steps), lambda: pack_plan(rnn, rnn._plan(T, steps)))
     out = np.empty((x.shape[0], len(packed[-1]), rnn.hidden_sizes[-1]), np.float32)
-    x = x.detach().contiguous().numpy()
     frozen = getattr(rnn, "_frozen_weights", None)
     weights = pack_weights(rnn) if frozen is None else frozen
     if native.available():  # rows in vector lanes (native.py)
@@ -103,7 +107,7 @@ def stack_outputs(rnn, x: torch.Tensor, T: int, steps: tuple[int, ...]) -> torch
     else:
         _use_torch_threads()
         _stack_forward(x, weights, *packed, out)
-    return torch.from_numpy(out)
+    return out
 
 
 def freeze(rnn):

@@ -1,3 +1,4 @@
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,38 @@ def test_model_with_wrong_input_shape(folder, tmp_path, mnist):
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(UserError, match="junk.onnx: not a loadable ONNX model"):
         infer_folder(tmp_path / "junk.onnx", folder / "bins", tmp_path / "out")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_backend_of_one_length_skips_the_modules_and_gives_their_logits(cell, mnist, monkeypatch):
+    """Sequences of one length go straight to the stack's kernel and the head's product (batch-1 latency);
+    the logits are the classifier's, with an input transform (permutation and normalization) too; mixed
+    lengths take the module path."""
+    import torch
+
+    from dilated_rnn import kernels, native
+    from dilated_rnn.data import to_sequences
+    from dilated_rnn.infer import TorchBackend
+    from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+    from dilated_rnn.transform import InputTransform
+
+    if not kernels.enabled():
+        pytest.skip("the direct path needs the fused kernels")
+    model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell, hidden_sizes=(6, 5), dilations=(1, 4))).eval()
+    x = to_sequences(mnist["test"].images[:9])[:, ::8]  # [9, 98, 1] real images, shortened
+    transform = InputTransform(torch.randperm(98), torch.tensor([0.3]), torch.tensor([0.2]))
+    modules = []
+    monkeypatch.setattr(DilatedRNNClassifier, "forward",
+                        lambda self, *a, f=DilatedRNNClassifier.forward: modules.append(1) or f(self, *a))
+    for t, off in ((None, False), (transform, False), (None, True)):  # off: Numba's kernels, not the native ones
+        with torch.no_grad():
+            expected = model(x if t is None else t(x)).numpy()
+        with native.turned_off() if off else contextlib.nullcontext():
+            backend = TorchBackend(model, t)
+            modules.clear()
+            for rows in (x[:1], x):  # batch 1 (rows one at a time) and 9 (tiles)
+                got = backend(list(rows.numpy()))
+                np.testing.assert_allclose(got, expected[: len(rows)], rtol=1e-5, atol=1e-5)
+            assert not modules
+            backend([x[0].numpy(), x[1, :50].numpy()])  # two lengths: the modules
+            assert modules
