@@ -179,7 +179,7 @@ class TorchBackend:
         self.length = (data or {}).get("fixed_length")  # sequences of other lengths are refused
         self.max_length = None
         # Sequences of one length skip PyTorch's modules, whose per-call cost is a third of a batch-1 call:
-        # the transform, the stack's native kernel (kernels.stack_arrays), then the head's product.
+        # the transform, the stack's compiled kernel (kernels.stack_arrays), then the head's product.
         self.direct = (model.config.readout == "last" and model.rnn.fused and kernels.enabled()
                        and model.head.weight.dtype == torch.float32)
         self.transform = as_transform(transform)

@@ -6,12 +6,12 @@ step. At 20 units and batch 128 that overhead, not arithmetic, is the cost.
 Here the whole recurrence of a layer (forward or backward through time) is one
 compiled call: ``native.py``'s, eight chains at a time in the vector lanes,
 where the CPU (AVX2) and a C compiler allow, else a Numba function with the
-chains (independent) in parallel rows; both on PyTorch's thread count. Matrix products over all steps at once
-(the input projection, the weight gradients) stay PyTorch GEMMs, so autograd
-sees a layer as
+chains (independent) in parallel rows; both on PyTorch's thread count. Matrix
+products over all steps at once (the input projection, the weight gradients)
+stay PyTorch GEMMs, so autograd sees a layer as
 
-    gates_x = x @ W_ih^T + b_ih      (PyTorch)
-    h       = recurrence(gates_x, W_hh, b_hh)   (this module, custom backward)
+    gates_x = x @ W_ih^T             (PyTorch; in the native kernel for a narrow x)
+    h       = recurrence(gates_x + b_ih, W_hh, b_hh)   (this module, custom backward)
 
 Inference (no autograd) goes further: ``stack_outputs`` runs the whole pruned
 stack, every layer and its input projections, in one compiled call with rows

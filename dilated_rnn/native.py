@@ -81,9 +81,8 @@ def _compile() -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: never half-written
             built = Path(tmp) / target.name
-            subprocess.run([*compiler, *FLAGS, "-o", str(built), *(str(SOURCE_DIR / name) for name in SOURCES)],
-                           check=True, capture_output=True,
-                           timeout=120)
+            sources = [str(SOURCE_DIR / name) for name in SOURCES]
+            subprocess.run([*compiler, *FLAGS, "-o", str(built), *sources], check=True, capture_output=True, timeout=120)
             os.replace(built, target)
         write_sidecar(target)
     except (OSError, subprocess.SubprocessError):
