@@ -198,7 +198,7 @@ class TorchBackend:
     def _direct(self, x: np.ndarray) -> np.ndarray:
         """The logits of ``DeployModel`` on sequences of one length, x [B, T, F] float32."""
         clf, t = self.model.model, self.transform
-        if t.permutation is not None or t.mean is not None or t.per_sequence:
+        if not t.identity:
             with torch.inference_mode():
                 x = t(torch.from_numpy(x)).contiguous().numpy()
         T = x.shape[1]

@@ -241,10 +241,10 @@ def recurrence_forward(inputs: np.ndarray, w_t: np.ndarray, b_ih: np.ndarray, b_
     GH = w_t.shape[1]
     F = 0 if projected else width
     H = w_t.shape[0] - F
-    hs = np.empty((N, n, H), np.float32)
-    aux = np.empty((-(-N // LANES), n, AUX[cell] * H, LANES), np.float32)
     if GH != b_ih.shape[0] or (projected and width != GH):
         raise ValueError(f"inputs {list(inputs.shape)} do not fit weights {list(w_t.shape)}")
+    hs = np.empty((N, n, H), np.float32)
+    aux = np.empty((-(-N // LANES), n, AUX[cell] * H, LANES), np.float32)
     _check(_loaded().drnn_recurrence_forward(inputs.ctypes.data, N, n, F, H, cell, w_t.ctypes.data, b_ih.ctypes.data,
                                              b_hh.ctypes.data, start.ctypes.data, hs.ctypes.data, aux.ctypes.data,
                                              threads))

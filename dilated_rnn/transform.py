@@ -36,6 +36,11 @@ class InputTransform:
         return x
 
     @property
+    def identity(self) -> bool:
+        """Whether it leaves every input as it is."""
+        return self.permutation is None and self.mean is None and not self.per_sequence
+
+    @property
     def normalization(self) -> dict | None:
         if self.per_sequence:
             return {"per_sequence": True}

@@ -13,6 +13,9 @@
 #define LANES 8
 typedef __m256 v8;
 
+/* Gate blocks of a cell (codes as kernels.CELL_CODES: 0 vanilla, 1 LSTM, 2 GRU). */
+static inline int gate_count(int64_t cell) { return cell == 0 ? 1 : (cell == 1 ? 4 : 3); }
+
 static inline v8 tanh8(v8 x) {
     /* Eigen's rational approximation of tanh on [-7.9053, 7.9053] (|error| < 3e-7); beyond, +-1. min and
      * max return their second operand when either is NaN: x second, so NaN passes through. */

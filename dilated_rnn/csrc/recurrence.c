@@ -24,8 +24,6 @@
  */
 #include "lanes.h"
 
-static inline int gate_count(int64_t cell) { return cell == 0 ? 1 : (cell == 1 ? 4 : 3); }
-
 /* Values per unit and step in aux. */
 static inline int aux_count(int64_t cell) { return cell == 0 ? 1 : (cell == 1 ? 6 : 5); }
 

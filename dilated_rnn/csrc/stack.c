@@ -122,7 +122,7 @@ static void row_update(int cell, int H, const float *gi, const float *gh, float 
  * state's by r). gi and gh: scratch of G * H * W floats. */
 static inline void step(int W, int cell, int F, int H, const float *in, float *h, float *c, const float *w_ih,
                         const float *b_ih, const float *b_hh, float *gi, float *gh) {
-    int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), GH = G * H;
+    int G = gate_count(cell), GH = G * H;
     const float *w_hh = w_ih + (int64_t)F * GH;
     void (*sums)(float *, const float *, int, const float *, int, const float *, int, const float *,
                  const float *) = W == 1 ? row_gates : gates;
@@ -142,7 +142,7 @@ static inline void step(int W, int cell, int F, int H, const float *in, float *h
 static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
                      int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
                      int64_t n_readout, float *out, int64_t W, int64_t unit0, int64_t unit1) {
-    int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3);
+    int G = gate_count(cell);
     int64_t longest = T * F0, widest = 0, deepest = 0;
     for (int64_t l = 0; l < L; l++) {
         int64_t rows = sizes[4 * l + 1] * sizes[4 * l + 2] * sizes[4 * l + 3];
@@ -220,7 +220,7 @@ static int stream_rows(const float *x, int64_t n, int64_t F0, const float *weigh
                        const int64_t *sizes, const float *in, float *next, int64_t M, float *out, const float *head_w,
                        const float *head_b, int64_t K, float *logits, const int64_t *pos, int64_t *pos_next,
                        int64_t row0, int64_t row1) {
-    int G = cell == 0 ? 1 : (cell == 1 ? 4 : 3), pair = cell == 1 ? 2 : 1;
+    int G = gate_count(cell), pair = cell == 1 ? 2 : 1;
     int64_t widest = 0;
     for (int64_t l = 0; l < L; l++)
         if (G * sizes[3 * l + 1] > widest) widest = G * sizes[3 * l + 1];
