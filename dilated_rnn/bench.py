@@ -98,6 +98,99 @@ def bench_train_step(cell: str, batch_size: int = 128, steps: int = 5, warmup: i
     return result
 
 
+# How ``bench_profile`` groups a step's operations (by their profiler names).
+_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+_MOVES = {"aten::index_select", "aten::index", "aten::gather", "aten::index_add_", "aten::index_put_",
+          "aten::scatter_add_", "aten::copy_", "aten::cat", "aten::constant_pad_nd", "aten::clone", "aten::fill_",
+          "aten::zero_", "aten::zeros", "aten::empty", "aten::empty_strided", "aten::new_zeros", "aten::t",
+          "aten::transpose", "aten::reshape", "aten::view", "aten::as_strided", "aten::slice", "aten::select",
+          "aten::unsqueeze", "aten::expand", "aten::contiguous", "aten::_reshape_alias", "aten::resize_"}
+PROFILE_PARTS = ("recurrence forward", "recurrence backward", "matrix products", "gathers, copies, views",
+                 "optimizer", "other operations", "between operations")
+
+
+def bench_profile(cell: str, batch_size: int = 128, steps: int = 5, warmup: int = 2,
+                  config: ModelConfig | None = None, seq_len: int = 784) -> dict:
+    """Where a fused training step's time goes (the ``fused`` variant of ``bench_train_step``), and how many
+    bytes its recurrences move against what this machine's memory can move.
+
+    Milliseconds per step in each of ``PROFILE_PARTS``, from PyTorch's profiler (each operation's own time,
+    children excluded): the recurrences' kernels (native or Numba), matrix products (input projections,
+    weight and input gradients), gathers between layers and other copies, views and fills, the
+    optimizer's step (with its operations), everything else PyTorch runs (loss, head, activations'
+    gradients, sums), and the rest of the step's wall time, spent between operations (Python, autograd's
+    engine). ``*_bytes``: what the recurrences' arrays hold (``native.recurrence_traffic``), so
+    ``recurrence_gb_per_s`` is a lower bound of the memory traffic they achieve; ``copy_gb_per_s``: a large
+    copy on the same threads (bytes read plus written), the machine's practical bandwidth.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    keep_freed_memory()
+    config = config or ModelConfig(cell=cell)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, seq_len, config.input_size, generator=gen)
+    y = torch.randint(0, config.num_classes, (batch_size,), generator=gen)
+    torch.manual_seed(0)
+    model = DilatedRNNClassifier.from_config(config)
+    step = _step_fn(model, "fused", x, y)
+    for _ in range(warmup):
+        step()
+    wall = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        wall.append(time.perf_counter() - start)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        profiled = (time.perf_counter() - start) / steps
+    parts = dict.fromkeys(PROFILE_PARTS, 0.0)
+    for event in prof.events():
+        parts[_profile_part(event)] += event.self_cpu_time_total * 1e-3 / steps  # microseconds -> ms per step
+    parts["between operations"] = max(0.0, profiled * 1e3 - sum(parts.values()))
+    forward_bytes = backward_bytes = 0
+    for layer, lp in zip(model.rnn.layers, model.rnn._plan(seq_len, tuple(model._steps(seq_len))).layers):
+        fb, bb = native.recurrence_traffic(batch_size * len(lp.residues), lp.length, layer.input_size,
+                                           layer.hidden_size, kernels.CELL_CODES[config.cell],
+                                           not kernels.projects_inside(layer.input_size))
+        forward_bytes, backward_bytes = forward_bytes + fb, backward_bytes + bb
+    recurrence_s = (parts["recurrence forward"] + parts["recurrence backward"]) * 1e-3
+    return {"cell": config.cell, "batch_size": batch_size, "seq_len": seq_len, "native_kernels": native.available(),
+            "step_ms": statistics.median(wall) * 1e3, "profiled_step_ms": profiled * 1e3,
+            "parts_ms": parts, "recurrence_forward_bytes": forward_bytes, "recurrence_backward_bytes": backward_bytes,
+            "recurrence_gb_per_s": (forward_bytes + backward_bytes) / recurrence_s / 1e9,
+            "copy_gb_per_s": copy_bandwidth()}
+
+
+def _profile_part(event) -> str:
+    parent = event
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return "optimizer"
+        parent = parent.cpu_parent
+    if event.name == kernels.PROFILE_FORWARD:
+        return "recurrence forward"
+    if event.name == kernels.PROFILE_BACKWARD:
+        return "recurrence backward"
+    if event.name in _PRODUCTS:
+        return "matrix products"
+    return "gathers, copies, views" if event.name in _MOVES else "other operations"
+
+
+def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """GB/s of copying a large float32 tensor on PyTorch's threads, bytes read plus written (median)."""
+    src = torch.ones(megabytes * 2**18)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.nbytes / statistics.median(times) / 1e9
+
+
 def _peak_memory(step, dev: torch.device) -> int | None:
     """Peak bytes allocated by one step: CUDA's allocator stats, or PyTorch's CPU profiler.
 

@@ -250,7 +250,8 @@ def _add_tools(sub) -> None:
     _command(sub, "pretrained", "list the models shipped with the package", cmd_pretrained)
 
     k = _command(sub, "bench", "speed: training step (fast vs. full) and inference latency/throughput", cmd_bench)
-    k.add_argument("--what", default="train,infer", help="comma-separated: train, infer, stream, lengths")
+    k.add_argument("--what", default="train,infer",
+                   help="comma-separated: train, infer, stream, lengths, profile (where a fused training step's time goes)")
     k.add_argument("--cells", default=_csv(("lstm", "gru", "rnn")), help="comma-separated cells")
     k.add_argument("--threads", type=int, default=2, help="threads of training steps and batched inference")
     k.add_argument("--steps", type=int, default=5, help="timed training steps per variant (median reported)")
@@ -336,7 +337,7 @@ def _model_data(args, data: dict):
 def cmd_train(args) -> int:
     from .distributed import shutdown
     from .evaluate import format_report
-    from .train import stored_train_config, train
+    from .train import freeze_live_objects, stored_train_config, train
 
     if args.resume is not None:
         run_dir, model_config, cfg = args.resume, None, None
@@ -345,6 +346,7 @@ def cmd_train(args) -> int:
     else:
         dataset, model_config, cfg = _configs(args)
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
+    freeze_live_objects()
     try:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
                        steps=args.steps if args.resume is not None and args.steps_given else None,
@@ -545,13 +547,15 @@ def cmd_bench(args) -> int:
     from .distributed import resolve_device
     from .files import write_json
     from .sources import load_model, pretrained_source
+    from .train import freeze_live_objects
 
-    what = _choices("--what", args.what, ("train", "infer", "stream", "lengths"))
+    what = _choices("--what", args.what, ("train", "infer", "stream", "lengths", "profile"))
     cells = _choices("--cells", args.cells, CELL_NAMES)
     backends = _choices("--backends", args.backends, BACKENDS)
     for flag in ("steps", "batch_size", "latency_images", "batch_images", "infer_batch_size", "stream_samples"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     device = str(resolve_device(args.device))
+    freeze_live_objects()  # as drnn train does
     results = {"environment": environment(device), "train": [], "infer": []}
     if "train" in what:
         print(f"training step, batch {args.batch_size}, {args.threads} threads, median of {args.steps} "
@@ -578,6 +582,8 @@ def cmd_bench(args) -> int:
         results["stream"] = _bench_stream(args, cells)
     if "lengths" in what:
         results["lengths"] = _bench_lengths(args, cells)
+    if "profile" in what:
+        results["profile"] = _bench_profile(args, cells)
     if args.out:
         write_json(args.out, results)
         print(f"wrote {args.out}")
@@ -598,6 +604,24 @@ def _bench_stream(args, cells) -> list[dict]:
         rows.append(r)
         print(f"{cell:5} {r['pytorch_us_p50']:11.1f} {r['pytorch_us_p99']:7.1f} {r['onnxruntime_us_p50']:10.1f} "
               f"{r['onnxruntime_us_p99']:7.1f} {r['prefix_us_mean']:16.1f}", flush=True)
+    return rows
+
+
+def _bench_profile(args, cells) -> list[dict]:
+    from .bench import PROFILE_PARTS, bench_profile
+
+    print(f"where a fused training step's time goes, batch {args.batch_size}, {args.threads} threads, "
+          f"{args.steps} profiled steps (ms per step); what the recurrences move")
+    print(f"{'cell':5} {'step':>6} " + " ".join(f"{part:>{max(9, len(part))}}" for part in PROFILE_PARTS)
+          + f" {'recurrence MB':>13} {'GB/s':>5} {'copy GB/s':>9}")
+    rows = []
+    for cell in cells:
+        r = bench_profile(cell, args.batch_size, args.steps, args.warmup)
+        rows.append(r)
+        moved = (r["recurrence_forward_bytes"] + r["recurrence_backward_bytes"]) / 1e6
+        print(f"{cell:5} {r['step_ms']:6.1f} " + " ".join(f"{r['parts_ms'][part]:{max(9, len(part))}.1f}"
+                                                        for part in PROFILE_PARTS)
+              + f" {moved:13.0f} {r['recurrence_gb_per_s']:5.1f} {r['copy_gb_per_s']:9.1f}", flush=True)
     return rows
 
 

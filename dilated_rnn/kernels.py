@@ -178,6 +178,13 @@ def pack_weights(rnn) -> np.ndarray:
 
 
 PROJECT_WITHIN = 4  # inputs of at most this many channels are projected inside the native recurrence
+# What a profile of a training step (bench.bench_profile) calls the recurrences' kernels, forward and backward.
+PROFILE_FORWARD, PROFILE_BACKWARD = "drnn::recurrence_forward", "drnn::recurrence_backward"
+
+
+def projects_inside(F: int) -> bool:
+    """Whether a training recurrence takes its input of F channels itself (the native kernel projects it)."""
+    return native.available() and F <= PROJECT_WITHIN
 
 
 class _Recurrence(torch.autograd.Function):
@@ -193,7 +200,7 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, cell, start):
         N, n, F = x.shape
         ctx.native = native.available()  # chains in vector lanes (native.py), else Numba's rows
-        ctx.projected = not (ctx.native and F <= PROJECT_WITHIN)  # x W_ih^T made here, a matrix product
+        ctx.projected = not projects_inside(F)  # x W_ih^T made here, a matrix product
         x = x.detach().contiguous()
         if ctx.projected:
             inputs = (x.reshape(-1, F) @ w_ih.detach().T).reshape(N, n, -1)
@@ -202,14 +209,18 @@ class _Recurrence(torch.autograd.Function):
             inputs, w_t = x, torch.cat([w_ih.detach().T, w_hh.detach().T])
         w_t = np.ascontiguousarray(w_t.numpy())
         if ctx.native:
-            h, aux = native.recurrence_forward(inputs.numpy(), w_t, b_ih.detach().numpy(), b_hh.detach().numpy(),
-                                               CELL_CODES[cell], start, ctx.projected, threads=torch.get_num_threads())
+            with torch.profiler.record_function(PROFILE_FORWARD):
+                h, aux = native.recurrence_forward(inputs.numpy(), w_t, b_ih.detach().numpy(), b_hh.detach().numpy(),
+                                                   CELL_CODES[cell], start, ctx.projected,
+                                                   threads=torch.get_num_threads())
         else:
             _use_torch_threads()
             H = w_hh.shape[1]
             h = np.empty((N, n, H), np.float32)
             aux = np.empty((_AUX[cell], N, n, H), np.float32)  # what the backward pass needs
-            _FORWARD[cell]((inputs + b_ih.detach()).numpy(), w_t, b_hh.detach().numpy(), h, aux, start)
+            gx = (inputs + b_ih.detach()).numpy()
+            with torch.profiler.record_function(PROFILE_FORWARD):
+                _FORWARD[cell](gx, w_t, b_hh.detach().numpy(), h, aux, start)
         h = torch.from_numpy(h)
         ctx.cell, ctx.start = cell, start
         ctx.save_for_backward(x, w_ih, w_hh, h, torch.from_numpy(aux))
@@ -221,17 +232,19 @@ class _Recurrence(torch.autograd.Function):
         N, n, H = h.shape
         dout = grad_h.contiguous().numpy()
         if ctx.native:
-            grads = native.recurrence_backward(
-                dout, w_ih.detach().contiguous().numpy(), w_hh.detach().contiguous().numpy(), aux.numpy(),
-                CELL_CODES[ctx.cell], ctx.start, x=None if ctx.projected else x.numpy(),
-                input_grad=ctx.needs_input_grad[0], threads=torch.get_num_threads())
+            with torch.profiler.record_function(PROFILE_BACKWARD):
+                grads = native.recurrence_backward(
+                    dout, w_ih.detach().contiguous().numpy(), w_hh.detach().contiguous().numpy(), aux.numpy(),
+                    CELL_CODES[ctx.cell], ctx.start, x=None if ctx.projected else x.numpy(),
+                    input_grad=ctx.needs_input_grad[0], threads=torch.get_num_threads())
             grads = {k: torch.from_numpy(v) for k, v in grads.items()}
         else:
             _use_torch_threads()
             d_gates = np.empty((N, n, w_hh.shape[0]), np.float32)  # gradient w.r.t. gates_x
             d_gates_h = np.empty_like(d_gates) if ctx.cell == "gru" else d_gates  # w.r.t. h @ W_hh^T + b_hh
-            _BACKWARD[ctx.cell](dout, np.ascontiguousarray(w_hh.detach().numpy().T), h.numpy(), aux.numpy(), d_gates,
-                                d_gates_h, ctx.start)
+            w_hh_t = np.ascontiguousarray(w_hh.detach().numpy().T)
+            with torch.profiler.record_function(PROFILE_BACKWARD):
+                _BACKWARD[ctx.cell](dout, w_hh_t, h.numpy(), aux.numpy(), d_gates, d_gates_h, ctx.start)
             grads = {"gates_x": torch.from_numpy(d_gates), "gates_h": torch.from_numpy(d_gates_h)}
             grads["b_ih"] = grads["gates_x"].sum((0, 1))
             grads["b_hh"] = grads["gates_h"].sum((0, 1)) if ctx.cell == "gru" else grads["b_ih"].clone()

@@ -228,6 +228,19 @@ class StreamKernel:
 AUX = {0: 1, 1: 6, 2: 5}  # values per unit and step the training recurrences keep, by cell code (recurrence.c)
 
 
+def recurrence_traffic(N: int, n: int, F: int, H: int, cell: int, projected: bool) -> tuple[int, int]:
+    """Bytes the arrays of one ``recurrence_forward`` and one ``recurrence_backward`` call hold, read or written
+    once each (the weights, a few kB, left out): what the two calls must move through memory at least."""
+    G = {0: 1, 1: 4, 2: 3}[cell]  # gate blocks (lanes.h: gate_count)
+    steps, lane_steps = N * n, -(-N // LANES) * LANES * n
+    kept = lane_steps * AUX[cell] * H  # aux: written forward, read backward
+    forward = steps * (G * H if projected else F) + kept + steps * H  # in, aux, hs
+    backward = steps * H + kept + steps * G * H * (2 if cell == 2 else 1)  # dout, aux, dgx (and a GRU's dgh)
+    if not projected:
+        backward += 2 * steps * F  # x read, dx written
+    return 4 * forward, 4 * backward
+
+
 def recurrence_forward(inputs: np.ndarray, w_t: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, cell: int,
                        start: np.ndarray, projected: bool, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One layer's recurrence for training (``kernels._Recurrence``), chains in tiles of ``LANES``.

@@ -1,5 +1,6 @@
 """Shared fixtures: real MNIST (fetched once into the cache) and tiny model configs."""
 
+import gc
 import time
 
 import pytest
@@ -27,6 +28,14 @@ def small_mnist(mnist):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _collector_unfrozen():
+    """``drnn train`` and ``bench`` run in-process freeze the live objects (train.freeze_live_objects): undo it,
+    so that the test process's garbage stays collectable."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dilated_rnn import kernels, native
-from dilated_rnn.bench import bench_inference, bench_stream, bench_train_step
+from dilated_rnn.bench import PROFILE_PARTS, bench_inference, bench_profile, bench_stream, bench_train_step
 from dilated_rnn.cli import main
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 
@@ -22,6 +22,18 @@ def test_train_step_times_every_variant():
         assert len(r[f"{v}_times_s"]) == 2 and r[f"{v}_s"] > 0
         assert r[f"{v}_peak_bytes"] > 0
     assert r["ratio"] == pytest.approx(r[f"{variants[0]}_s"] / r["full_s"])
+
+
+def test_profile_splits_a_fused_step_into_its_parts():
+    config = ModelConfig(hidden_sizes=(4, 6), dilations=(1, 2), cell="lstm")
+    r = bench_profile("lstm", batch_size=9, steps=2, warmup=1, config=config, seq_len=17)
+    parts = r["parts_ms"]
+    assert tuple(parts) == PROFILE_PARTS and min(parts.values()) >= 0
+    assert sum(parts.values()) == pytest.approx(r["profiled_step_ms"], rel=1e-6)  # the wall time, split
+    assert parts["matrix products"] > 0 and parts["optimizer"] > 0 and r["step_ms"] > 0
+    if kernels.enabled():
+        assert parts["recurrence forward"] > 0 and parts["recurrence backward"] > 0
+    assert r["recurrence_forward_bytes"] > 0 and r["recurrence_gb_per_s"] > 0 and r["copy_gb_per_s"] > 0
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "pytorch-numba", "onnxruntime", "openvino"])
@@ -60,6 +72,15 @@ def test_cli_bench_rejects_bad_flags(flags, message, capsys):
     assert main(["bench", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_bench_profile(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["bench", "--what", "profile", "--cells", "rnn", "--steps", "1", "--warmup", "1", "--batch-size", "8",
+                 "--threads", "1", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())["profile"][0]
+    assert r["cell"] == "rnn" and r["batch_size"] == 8 and set(r["parts_ms"]) == set(PROFILE_PARTS)
+    assert "recurrence MB" in capsys.readouterr().out
 
 
 def test_cli_bench_lengths_on_real_variable_length_data(tmp_path, capsys):

@@ -140,6 +140,28 @@ def test_native_training_recurrences_match_reference_and_numba(cell):
 
 
 @needs_lanes
+@needs_lanes
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("projected", [False, True])
+def test_recurrence_traffic_counts_the_arrays_each_kernel_reads_and_writes(cell, projected):
+    """``recurrence_traffic`` (the profile's bytes) equals the bytes of the arrays the two calls take and give."""
+    N, n, F, H, code, G = 11, 6, 3, 5, kernels.CELL_CODES[cell], CELLS[cell].gates
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((N, n, G * H if projected else F), dtype=np.float32)
+    w_ih, w_hh = rng.standard_normal((G * H, F), dtype=np.float32), rng.standard_normal((G * H, H), dtype=np.float32)
+    w_t = np.ascontiguousarray(w_hh.T if projected else np.concatenate([w_ih.T, w_hh.T]))
+    b = np.zeros(G * H, np.float32)
+    start = np.zeros(N, np.int64)
+    hs, aux = native.recurrence_forward(inputs, w_t, b, b, code, start, projected)
+    dout = rng.standard_normal(hs.shape, dtype=np.float32)
+    grads = native.recurrence_backward(dout, w_ih, w_hh, aux, code, start, x=None if projected else inputs,
+                                       input_grad=True)
+    written = {id(a): a for a in (grads["gates_x"], grads["gates_h"], grads.get("x")) if a is not None}
+    forward, backward = native.recurrence_traffic(N, n, F, H, code, projected)
+    assert forward == inputs.nbytes + aux.nbytes + hs.nbytes
+    assert backward == dout.nbytes + aux.nbytes + sum(a.nbytes for a in written.values()) + (0 if projected else inputs.nbytes)
+
+
 def test_streamer_runs_native_kernels(monkeypatch):
     model = DilatedRNNClassifier(1, [6, 6], [1, 2], "lstm", num_classes=4).eval()
     calls = []

@@ -320,6 +320,21 @@ def test_ties_at_the_best_accuracy_go_where_select_ties_says(tmp_path, small_mni
     assert result["best"]["step"] == kept_step and load_checkpoint(tmp_path / "run" / "best.pt")["step"] == kept_step
 
 
+def test_drnn_train_leaves_the_objects_alive_before_its_loop_out_of_collections(tmp_path):
+    """``drnn train`` freezes what the imports and the data made (hundreds of thousands of objects), so the
+    collector's full passes during training skip them; a process that only imports the package freezes nothing."""
+    code = ("import gc, sys\n"
+            "from dilated_rnn.cli import main\n"
+            "if sys.argv[1] == 'train':\n"
+            "    assert main(['train', '--data', 'copy:5', '--cell', 'rnn', '--hidden-sizes', '4', '--dilations', '1,2',\n"
+            "                 '--steps', '2', '--eval-every', '2', '--no-progress', '--run-dir', sys.argv[2]]) == 0\n"
+            "print(gc.get_freeze_count())\n")
+    counts = {mode: int(subprocess.run([sys.executable, "-c", code, mode, str(tmp_path / "run")], capture_output=True,
+                                       text=True, check=True).stdout.strip().splitlines()[-1])
+              for mode in ("import", "train")}
+    assert counts["import"] == 0 and counts["train"] > 100_000, counts
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator policy")
 def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
     """A 64 MB array freed and allocated again: fresh pages (faulted in one by one) by default, the same

@@ -133,12 +133,25 @@ static inline void rows_to_lanes(float *lanes, const float *src, int64_t stride,
         int nj = cols - j < LANES ? cols - j : LANES;
         __m256i m = first_lanes(nj);
         v8 r[LANES];
-        for (int q = 0; q < LANES; q++)
-            r[q] = q >= rows ? _mm256_setzero_ps()
-                             : nj == LANES ? _mm256_loadu_ps(src + q * stride + j)
-                                           : _mm256_maskload_ps(src + q * stride + j, m);
+        if (rows == LANES && nj == LANES)
+            for (int q = 0; q < LANES; q++) r[q] = _mm256_loadu_ps(src + q * stride + j);
+        else
+            for (int q = 0; q < LANES; q++)
+                r[q] = q >= rows ? _mm256_setzero_ps()
+                                 : nj == LANES ? _mm256_loadu_ps(src + q * stride + j)
+                                               : _mm256_maskload_ps(src + q * stride + j, m);
         transpose8(r);
-        for (int u = 0; u < nj; u++) _mm256_storeu_ps(lanes + (j + u) * LANES, r[u]);
+        float *to = lanes + j * LANES;
+        switch (nj) { /* constant indices keep r in registers (a loop to nj made it a memcpy through memory) */
+            case 8: _mm256_storeu_ps(to + 7 * LANES, r[7]); /* fall through */
+            case 7: _mm256_storeu_ps(to + 6 * LANES, r[6]); /* fall through */
+            case 6: _mm256_storeu_ps(to + 5 * LANES, r[5]); /* fall through */
+            case 5: _mm256_storeu_ps(to + 4 * LANES, r[4]); /* fall through */
+            case 4: _mm256_storeu_ps(to + 3 * LANES, r[3]); /* fall through */
+            case 3: _mm256_storeu_ps(to + 2 * LANES, r[2]); /* fall through */
+            case 2: _mm256_storeu_ps(to + 1 * LANES, r[1]); /* fall through */
+            default: _mm256_storeu_ps(to, r[0]);
+        }
     }
 }
 
@@ -150,10 +163,13 @@ static inline void lanes_to_rows(float *dst, int64_t stride, int rows, const flo
         v8 r[LANES];
         for (int u = 0; u < LANES; u++) r[u] = u < nj ? _mm256_loadu_ps(lanes + (j + u) * LANES) : _mm256_setzero_ps();
         transpose8(r);
-        for (int q = 0; q < rows; q++) {
-            if (nj == LANES) _mm256_storeu_ps(dst + q * stride + j, r[q]);
-            else _mm256_maskstore_ps(dst + q * stride + j, m, r[q]);
-        }
+        if (rows == LANES && nj == LANES) /* constant counts: r stays in registers */
+            for (int q = 0; q < LANES; q++) _mm256_storeu_ps(dst + q * stride + j, r[q]);
+        else
+            for (int q = 0; q < rows; q++) {
+                if (nj == LANES) _mm256_storeu_ps(dst + q * stride + j, r[q]);
+                else _mm256_maskstore_ps(dst + q * stride + j, m, r[q]);
+            }
     }
 }
 
