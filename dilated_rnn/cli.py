@@ -692,5 +692,12 @@ def main(argv=None) -> int:
     return 2
 
 
+def entry() -> None:
+    """The ``drnn`` command (and ``python -m dilated_rnn.cli``): ``main``, then the process's exit."""
+    from .distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -10,7 +10,9 @@ whole batch. Backends: NCCL on CUDA, gloo on the CPU.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -106,6 +108,30 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
+_ran_group = False  # whether this process joined a process group (and so may hold gloo's threads)
+
+
 def shutdown() -> None:
+    global _ran_group
     if dist.is_initialized():
         dist.destroy_process_group()
+        _ran_group = True
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``; one that ran a process group (a torchrun worker) skips the teardown.
+
+    Data-parallel training keeps gloo's process group, and with it three native threads (``gloo_tcp_loop``,
+    two ``pt_gloo_runloop``), alive after ``destroy_process_group``: any ``DistributedDataParallel`` model,
+    even one deleted before, holds it (PyTorch 2.13). Those threads would be torn down by the interpreter's
+    finalization and the C++ runtime's exit-time destructors, in whatever order they run, while the threads
+    still run; the aborts at exit ("terminate called without an active exception": a native thread object
+    destroyed while its thread runs) came from that phase, after the results were written. So such a worker,
+    its files written and closed and its group destroyed, flushes its streams and leaves with ``os._exit``,
+    as multiprocessing's workers do; any other process exits normally.
+    """
+    if _ran_group:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

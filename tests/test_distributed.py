@@ -40,14 +40,24 @@ def test_shards_partition_the_global_batch():
     assert sorted(torch.cat(parts).tolist()) == sorted(idx.tolist()) and all(len(p) == 8 for p in parts)
 
 
+# The drnn command with an exit-time handler that says when it runs.
+DRNN_SAYING_EXIT = ("import atexit, sys\n"
+                    "atexit.register(lambda: print('exit-time handlers ran', flush=True))\n"
+                    "from dilated_rnn.cli import entry\n"
+                    "entry()\n")
+
+
 def test_two_processes_match_one(tmp_path, mnist_dir):
     data = ["--data-dir", str(mnist_dir)]
+    (tmp_path / "drnn.py").write_text(DRNN_SAYING_EXIT)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                "--master_port", str(_free_port()), "-m", "dilated_rnn.cli", "train", "--run-dir", "ddp"]
+                "--master_port", str(_free_port()), "drnn.py", "train", "--run-dir", "ddp"]
     ddp = _run(torchrun + ARGS + data, tmp_path)
     # every step was validated, and check_replicas compared all ranks' weights bit for bit before each
-    _run([sys.executable, "-m", "dilated_rnn.cli", "train", "--run-dir", "single"] + ARGS + data, tmp_path)
+    single = _run([sys.executable, "drnn.py", "train", "--run-dir", "single"] + ARGS + data, tmp_path)
     assert ddp.stdout.count("test set, best checkpoint") == 1  # rank 0 alone reports
+    # the workers, their group destroyed, leave without the exit-time teardown (distributed.exit_process)
+    assert "exit-time handlers ran" not in ddp.stdout and "exit-time handlers ran" in single.stdout
     a = load_checkpoint(tmp_path / "ddp" / "last.pt")
     b = load_checkpoint(tmp_path / "single" / "last.pt")
     assert a["step"] == b["step"] == 6
