@@ -119,9 +119,10 @@ def bench_profile(cell: str, batch_size: int = 128, steps: int = 5, warmup: int 
     weight and input gradients), gathers between layers and other copies, views and fills, the
     optimizer's step (with its operations), everything else PyTorch runs (loss, head, activations'
     gradients, sums), and the rest of the step's wall time, spent between operations (Python, autograd's
-    engine). ``*_bytes``: what the recurrences' arrays hold (``native.recurrence_traffic``), so
-    ``recurrence_gb_per_s`` is a lower bound of the memory traffic they achieve; ``copy_gb_per_s``: a large
-    copy on the same threads (bytes read plus written), the machine's practical bandwidth.
+    engine). ``*_bytes``: what the recurrences' arrays hold, laid out as the native kernels lay them
+    (``native.recurrence_traffic``), so ``recurrence_gb_per_s`` is a lower bound of the memory traffic they
+    achieve (None where no fused recurrence ran); ``copy_gb_per_s``: a large copy on the same threads
+    (bytes read plus written), the machine's practical bandwidth.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -159,7 +160,7 @@ def bench_profile(cell: str, batch_size: int = 128, steps: int = 5, warmup: int 
     return {"cell": config.cell, "batch_size": batch_size, "seq_len": seq_len, "native_kernels": native.available(),
             "step_ms": statistics.median(wall) * 1e3, "profiled_step_ms": profiled * 1e3,
             "parts_ms": parts, "recurrence_forward_bytes": forward_bytes, "recurrence_backward_bytes": backward_bytes,
-            "recurrence_gb_per_s": (forward_bytes + backward_bytes) / recurrence_s / 1e9,
+            "recurrence_gb_per_s": (forward_bytes + backward_bytes) / recurrence_s / 1e9 if recurrence_s else None,
             "copy_gb_per_s": copy_bandwidth()}
 
 

@@ -621,7 +621,7 @@ def _bench_profile(args, cells) -> list[dict]:
         moved = (r["recurrence_forward_bytes"] + r["recurrence_backward_bytes"]) / 1e6
         print(f"{cell:5} {r['step_ms']:6.1f} " + " ".join(f"{r['parts_ms'][part]:{max(9, len(part))}.1f}"
                                                         for part in PROFILE_PARTS)
-              + f" {moved:13.0f} {r['recurrence_gb_per_s']:5.1f} {r['copy_gb_per_s']:9.1f}", flush=True)
+              + f" {moved:13.0f} {r['recurrence_gb_per_s'] or 0:5.1f} {r['copy_gb_per_s']:9.1f}", flush=True)
     return rows
 
 

@@ -226,12 +226,13 @@ class StreamKernel:
 
 
 AUX = {0: 1, 1: 6, 2: 5}  # values per unit and step the training recurrences keep, by cell code (recurrence.c)
+GATES = {0: 1, 1: 4, 2: 3}  # gate blocks by cell code (lanes.h: gate_count)
 
 
 def recurrence_traffic(N: int, n: int, F: int, H: int, cell: int, projected: bool) -> tuple[int, int]:
     """Bytes the arrays of one ``recurrence_forward`` and one ``recurrence_backward`` call hold, read or written
     once each (the weights, a few kB, left out): what the two calls must move through memory at least."""
-    G = {0: 1, 1: 4, 2: 3}[cell]  # gate blocks (lanes.h: gate_count)
+    G = GATES[cell]
     steps, lane_steps = N * n, -(-N // LANES) * LANES * n
     kept = lane_steps * AUX[cell] * H  # aux: written forward, read backward
     forward = steps * (G * H if projected else F) + kept + steps * H  # in, aux, hs

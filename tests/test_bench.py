@@ -24,16 +24,20 @@ def test_train_step_times_every_variant():
     assert r["ratio"] == pytest.approx(r[f"{variants[0]}_s"] / r["full_s"])
 
 
-def test_profile_splits_a_fused_step_into_its_parts():
+@pytest.mark.parametrize("fused", ["1", "0"])
+def test_profile_splits_a_fused_step_into_its_parts(fused, monkeypatch):
+    monkeypatch.setenv("DRNN_FUSED", fused)  # "0": PyTorch's modules, no recurrence kernel to time
     config = ModelConfig(hidden_sizes=(4, 6), dilations=(1, 2), cell="lstm")
     r = bench_profile("lstm", batch_size=9, steps=2, warmup=1, config=config, seq_len=17)
     parts = r["parts_ms"]
     assert tuple(parts) == PROFILE_PARTS and min(parts.values()) >= 0
     assert sum(parts.values()) == pytest.approx(r["profiled_step_ms"], rel=1e-6)  # the wall time, split
     assert parts["matrix products"] > 0 and parts["optimizer"] > 0 and r["step_ms"] > 0
+    assert r["recurrence_forward_bytes"] > 0 and r["copy_gb_per_s"] > 0
     if kernels.enabled():
-        assert parts["recurrence forward"] > 0 and parts["recurrence backward"] > 0
-    assert r["recurrence_forward_bytes"] > 0 and r["recurrence_gb_per_s"] > 0 and r["copy_gb_per_s"] > 0
+        assert parts["recurrence forward"] > 0 and parts["recurrence backward"] > 0 and r["recurrence_gb_per_s"] > 0
+    else:
+        assert parts["recurrence forward"] == parts["recurrence backward"] == 0 and r["recurrence_gb_per_s"] is None
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "pytorch-numba", "onnxruntime", "openvino"])
