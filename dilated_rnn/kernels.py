@@ -253,10 +253,23 @@ class _Recurrence(torch.autograd.Function):
             grads["w_ih"] = d_gates_x.T @ x.reshape(N * n, -1)
             if ctx.needs_input_grad[0]:
                 grads["x"] = (d_gates_x @ w_ih.detach()).reshape(x.shape)
-        h_prev = nn.functional.pad(h[:, :-1], (0, 0, 1, 0))  # the state each step read; zero first
-        grad_w_hh = grads["gates_h"].reshape(N * n, -1).T @ h_prev.reshape(N * n, H)
+        grad_w_hh = _state_weight_grad(grads["gates_h"], h)
         # Every gradient its own tensor: autograd may keep one as a parameter's .grad and add into it in place.
         return grads.get("x"), grads["w_ih"], grads["b_ih"], grad_w_hh, grads["b_hh"], None, None
+
+
+def _state_weight_grad(d_gates_h: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """W_hh's gradient, sum over chains i and steps t of d_gates_h[i, t]^T h[i, t - 1] (a chain's first step
+    read the zero state), as one product of the rows flattened, each step against the row before it: the
+    pairs that straddle two chains (a chain's first step against the last of the chain before) are made
+    zero by zeroing those first steps' gradients, in place (the caller is done with them), instead of
+    copying the outputs shifted by a step."""
+    N, n, H = h.shape
+    if n < 2:
+        return d_gates_h.new_zeros(d_gates_h.shape[2], H)
+    d_gates_h[:, 0] = 0
+    flat = d_gates_h.reshape(N * n, -1)
+    return flat[1:].T @ h.reshape(N * n, H)[:-1]
 
 
 _threads = threading.local()  # what this thread last gave Numba (its setting is per thread); setting it

@@ -107,9 +107,9 @@ def _layer_with_grads(layer, x, start, upstream, cell, fused=True):
 def test_native_training_recurrences_match_reference_and_numba(cell):
     """``_Recurrence`` forward and backward on the native kernels (chains in lanes): outputs and every gradient
     against a float64 module run row by row, and Numba's kernels; partial tiles, widths that are not a
-    multiple of 8 (the transposes' tails), per-row starts (padding), one and two threads; inputs narrow enough
-    for the kernel to project them and wider ones it receives projected."""
-    shapes = ((1, 9, 2, 5), (8, 24, 6, 8), (13, 25, 1, 20), (17, 7, 4, 3), (9, 11, 5, 12))
+    multiple of 8 (the transposes' tails), chains of one and two steps, per-row starts (padding), one and two
+    threads; inputs narrow enough for the kernel to project them and wider ones it receives projected."""
+    shapes = ((1, 9, 2, 5), (8, 24, 6, 8), (13, 25, 1, 20), (17, 7, 4, 3), (9, 11, 5, 12), (5, 1, 2, 4), (6, 2, 7, 3))
     assert {F <= kernels.PROJECT_WITHIN for _, _, F, _ in shapes} == {True, False}
     for N, n, F, H in shapes:
         layer = getattr(torch.nn, CELLS[cell].module)(F, H, batch_first=True)
