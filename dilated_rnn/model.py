@@ -211,7 +211,7 @@ class DilatedRNN(nn.Module):
             if padded:  # one zero row at index len(h) stands for every padded step
                 h = torch.cat([h, h.new_zeros(B, 1, h.shape[2])], dim=1)
             # The chains' inputs, chain-major: [B, R*n, F_l] -> [B*R, n, F_l]
-            h = h.index_select(1, gather).reshape(B * R, n, -1)
+            h = (h[:, gather] if isinstance(gather, slice) else h.index_select(1, gather)).reshape(B * R, n, -1)
             if shift is not None:  # chain (b, r) reaches row b's sequence at step ceil((shift_b - r) / d)
                 start = ((shift.unsqueeze(1) - residues + d - 1) // d).clamp(min=0).reshape(B * R)
                 h = kernels.run_layer(layer, h, self.cell, start)
@@ -233,13 +233,23 @@ class DilatedRNN(nn.Module):
         def make():
             plan = self._plan(T, steps)
             layers_plan = [
-                (torch.tensor(lp.gather, device=device), len(lp.residues), lp.length, lp.padded,
-                 torch.tensor(lp.residues, device=device), d)
+                (_as_slice(lp.gather) or torch.tensor(lp.gather, device=device), len(lp.residues), lp.length,
+                 lp.padded, torch.tensor(lp.residues, device=device), d)
                 for lp, d in zip(plan.layers, self.dilations)
             ]
             return layers_plan, torch.tensor(plan.readout, device=device)
 
         return self._cached((T, steps, str(device)), make)
+
+
+def _as_slice(gather) -> slice | None:
+    """A gather that is an increasing arithmetic progression (one chain's steps: every d-th) as a slice, whose
+    selection is a view and whose gradient a strided copy, where an index's gradient is an index_add; else None."""
+    gather = [int(g) for g in gather]
+    step = gather[1] - gather[0] if len(gather) > 1 else 1
+    if step < 1 or any(b - a != step for a, b in zip(gather, gather[1:])):
+        return None
+    return slice(gather[0], gather[-1] + 1, step)
 
 
 class DilatedRNNClassifier(nn.Module):
