@@ -127,8 +127,8 @@ def test_openvino_ir_parity_fp32_and_fp16(tmp_path, mnist, name):
             expected = DeployModel(model, perm)(x).numpy()
         assert got.shape == (64, 10) and (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
         assert OpenvinoBackend(path).precision == precision
-    weights = 4 * sum(p.numel() for p in model.parameters())
-    assert sizes["fp32"] >= weights and abs(sizes["fp32"] - sizes["fp16"] - weights / 2) < 0.05 * weights  # halved
+    weights = 4 * sum(p.numel() for p in model.parameters())  # OpenVINO may add a layer's two biases into one
+    assert sizes["fp32"] >= 0.95 * weights and abs(sizes["fp32"] - sizes["fp16"] - weights / 2) < 0.05 * weights
 
 
 def test_openvino_failed_parity_or_bad_arguments_write_nothing(tmp_path, mnist, monkeypatch):
