@@ -61,6 +61,14 @@ def _step_fn(model: DilatedRNNClassifier, variant: str, x, y):
     return step
 
 
+def _synthetic_batch(config: ModelConfig, batch_size: int, seq_len: int, dev: torch.device):
+    """A fixed random batch (inputs, labels) for timing training steps: speed does not depend on the values."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, seq_len, config.input_size, generator=gen).to(dev)
+    y = torch.randint(0, config.num_classes, (batch_size,), generator=gen).to(dev)
+    return x, y
+
+
 def bench_train_step(cell: str, batch_size: int = 128, steps: int = 5, warmup: int = 2,
                      device: str = "cpu", config: ModelConfig | None = None, seq_len: int = 784) -> dict:
     """Median seconds per training step (forward + backward + RMSProp) of each variant, with the allocator
@@ -68,9 +76,7 @@ def bench_train_step(cell: str, batch_size: int = 128, steps: int = 5, warmup: i
     keep_freed_memory()
     dev = torch.device(device)
     config = config or ModelConfig(cell=cell)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, seq_len, config.input_size, generator=gen).to(dev)
-    y = torch.randint(0, config.num_classes, (batch_size,), generator=gen).to(dev)
+    x, y = _synthetic_batch(config, batch_size, seq_len, dev)
     # The fused path exists on the CPU only; elsewhere "fused" would just repeat "pruned".
     variants = TRAIN_VARIANTS if kernels.supports(x, cell) else ("pruned", "full")
     if not native.available():
@@ -128,9 +134,7 @@ def bench_profile(cell: str, batch_size: int = 128, steps: int = 5, warmup: int 
 
     keep_freed_memory()
     config = config or ModelConfig(cell=cell)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, seq_len, config.input_size, generator=gen)
-    y = torch.randint(0, config.num_classes, (batch_size,), generator=gen)
+    x, y = _synthetic_batch(config, batch_size, seq_len, torch.device("cpu"))
     torch.manual_seed(0)
     model = DilatedRNNClassifier.from_config(config)
     step = _step_fn(model, "fused", x, y)
