@@ -52,6 +52,24 @@ def generate(delay: int, count: int, seed: int, stream: int) -> tuple[torch.Tens
     return x, torch.from_numpy(targets)
 
 
+def recall_gradients(model: torch.nn.Module, delay: int, count: int = 64, seed: int = 0) -> dict:
+    """How much of the recall loss's gradient reaches the inputs that hold the symbols.
+
+    ``model`` labels every step (``readout="every"``); the loss is the cross-entropy at the last ten
+    steps, where the symbols must be recalled, over ``count`` sequences drawn from ``seed``. Returns the
+    norms of its gradient with respect to the one-hot inputs at the ten symbol steps (``symbols``) and at
+    the ten steps before the delimiter (``recent``): a model that cannot pass a gradient back over T
+    steps (or up its layers) starts with a small ``symbols``, whatever it may learn later.
+    """
+    dtype = next(model.parameters()).dtype
+    x, y = generate(delay, count, seed, stream=3)
+    x = x.to(dtype).requires_grad_(True)
+    logits = model(x)[:, -SYMBOLS:]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[:, -SYMBOLS:].reshape(-1))
+    (grad,) = torch.autograd.grad(loss, x)
+    return {"symbols": grad[:, :SYMBOLS].norm().item(), "recent": grad[:, delay - 1 : delay + SYMBOLS - 1].norm().item()}
+
+
 def copy_splits(delay: int, seed: int) -> dict:
     """The three splits, each (inputs, targets), from independent streams of ``seed``."""
     return {name: generate(delay, count, seed, stream) for stream, (name, count) in enumerate(SPLIT_SIZES.items())}
