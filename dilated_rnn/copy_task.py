@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .evaluate import per_example
 
 PREFIX = "copy:"
 SYMBOLS, CATEGORIES, TOKENS = 10, 8, 10  # symbols to copy, their categories (1..8), input tokens (0..9)
@@ -62,10 +63,9 @@ def recall_gradients(model: torch.nn.Module, delay: int, count: int = 64, seed: 
     steps (or up its layers) starts with a small ``symbols``, whatever it may learn later.
     """
     dtype = next(model.parameters()).dtype
-    x, y = generate(delay, count, seed, stream=3)
+    x, y = generate(delay, count, seed, stream=len(SPLIT_SIZES))  # a stream apart from the splits'
     x = x.to(dtype).requires_grad_(True)
-    logits = model(x)[:, -SYMBOLS:]
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[:, -SYMBOLS:].reshape(-1))
+    loss = torch.nn.functional.cross_entropy(*per_example(model(x)[:, -SYMBOLS:], y[:, -SYMBOLS:]))
     (grad,) = torch.autograd.grad(loss, x)
     return {"symbols": grad[:, :SYMBOLS].norm().item(), "recent": grad[:, delay - 1 : delay + SYMBOLS - 1].norm().item()}
 
