@@ -39,6 +39,21 @@ def memoryless_loss(delay: int) -> float:
     return SYMBOLS * math.log(CATEGORIES) / (delay + 2 * SYMBOLS)
 
 
+def recalled(confusion) -> float:
+    """The fraction of the symbols recalled, from a confusion matrix over every step (rows: true class,
+    as ``evaluate.classification_report`` writes it): the symbol classes 1..8 are the targets of the
+    last ten steps only, so their rows hold exactly the recall steps."""
+    symbol_rows = np.asarray(confusion)[1:]
+    return float(symbol_rows[:, 1:].trace() / symbol_rows.sum())
+
+
+def recalled_at_least(accuracy: float, delay: int) -> float:
+    """A lower bound of ``recalled`` from the accuracy over every step alone (what training logs): the
+    correct steps beyond the T + 10 blanks are recalled symbols; exact when every blank is right."""
+    steps = delay + 2 * SYMBOLS
+    return max(0.0, (accuracy * steps - (steps - SYMBOLS)) / SYMBOLS)
+
+
 def generate(delay: int, count: int, seed: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` sequences: one-hot inputs [count, T+20, 10] float32 and targets [count, T+20] int64."""
     rng = np.random.default_rng([seed, stream])

@@ -1,17 +1,19 @@
 """The copy-memory task: its sequences, its memoryless baseline, and sequence labelling end to end."""
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from dilated_rnn.cli import main
 from dilated_rnn.config import ModelConfig
-from dilated_rnn.copy_task import CLASSES, generate, memoryless_loss, recall_gradients
+from dilated_rnn.copy_task import CLASSES, generate, memoryless_loss, recall_gradients, recalled, recalled_at_least
 from dilated_rnn.datasets import load_dataset
 from dilated_rnn.errors import ParameterError, UserError
-from dilated_rnn.evaluate import per_example
+from dilated_rnn.evaluate import classification_report, per_example
 from dilated_rnn.model import DilatedRNNClassifier
 
 
@@ -38,6 +40,24 @@ def test_the_memoryless_baseline_is_what_a_model_without_memory_scores():
     logits[:, -10:, 1:] = 0.0
     loss = torch.nn.functional.cross_entropy(*per_example(logits, y))
     assert loss.item() == pytest.approx(memoryless_loss(delay)) == pytest.approx(10 * math.log(8) / 60)
+
+
+def test_recalled_symbols_from_the_confusion_matrix_and_a_bound_from_the_accuracy_alone():
+    """Every blank right and the first k of each sequence's ten symbols: exactly k/10 recalled, and the
+    bound from the all-step accuracy is exact; a wrong blank lowers the bound, not the count."""
+    delay, k = 25, 7
+    _, y = generate(delay, 16, seed=1, stream=0)
+    guess = y.clone()
+    guess[:, -10 + k:] = guess[:, -10 + k:] % 8 + 1  # another symbol
+    logits = torch.nn.functional.one_hot(guess, 9).float()
+    report = classification_report(logits, y, 9)
+    assert recalled(report["confusion_matrix"]) == pytest.approx(k / 10)
+    assert recalled_at_least(report["accuracy"], delay) == pytest.approx(k / 10, abs=1e-6)
+    guess[:, 3] = 5  # a blank taken for a symbol in every sequence
+    report = classification_report(torch.nn.functional.one_hot(guess, 9).float(), y, 9)
+    assert recalled(report["confusion_matrix"]) == pytest.approx(k / 10)
+    assert recalled_at_least(report["accuracy"], delay) == pytest.approx(k / 10 - 0.1, abs=1e-6)
+    assert recalled_at_least(0.5, delay) == 0.0
 
 
 def test_dataset_and_bad_specs():
@@ -79,6 +99,13 @@ def test_recall_gradients_reach_the_symbols_through_dilations_not_through_a_plai
     assert again == dilated  # the sequences come from the seed
 
 
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_train_on_the_copy_task_from_the_command_line(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", "copy:6", "--cell", "gru", "--hidden-sizes", "8", "--dilations", "1,2,4",
@@ -92,6 +119,11 @@ def test_train_on_the_copy_task_from_the_command_line(tmp_path, capsys):
     test = json.loads((run / "test.json").read_text())["test"]
     assert test["num_examples"] == 64 * 26  # every step of every test sequence
     capsys.readouterr()
+    plot_copy = _script("plot_copy")
+    assert plot_copy.main([str(run), "-o", str(tmp_path / "copy.png")]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| GRU, dilated (3 x 8) | 30 |")
+    assert f"{100 * recalled(test['confusion_matrix']):5.1f} %" in row and (tmp_path / "copy.png").stat().st_size > 0
     assert main(["export", str(run / "best.pt"), "-o", str(tmp_path / "m.onnx")]) == 2
     assert "--streaming is needed" in capsys.readouterr().err
     assert main(["export", str(run / "best.pt"), "--streaming", "--check-images", "4", "-o",
