@@ -74,8 +74,9 @@ def plot_schedule(dilations, path: Path, steps: int = 64) -> None:
     save_png(fig, path)
 
 
-def write_report(run_dir) -> dict:
-    """PNGs and ``report.md`` in ``run_dir``; returns their paths."""
+def read_run(run_dir) -> tuple[dict, list[dict], dict | None]:
+    """What ``drnn train`` wrote in ``run_dir``: its config, its metric records, its test report (None
+    until the run has finished)."""
     import json
 
     run_dir = Path(run_dir)
@@ -86,12 +87,19 @@ def write_report(run_dir) -> dict:
     records = read_jsonl(metrics_path)
     if not records:
         raise UserError(f"{metrics_path}: no metrics recorded yet")
+    test_path = run_dir / "test.json"
+    test = json.loads(test_path.read_text()) if test_path.is_file() else None
+    return config, records, test
+
+
+def write_report(run_dir) -> dict:
+    """PNGs and ``report.md`` in ``run_dir``; returns their paths."""
+    run_dir = Path(run_dir)
+    config, records, test = read_run(run_dir)
     files = {"training": run_dir / "training.png", "schedule": run_dir / "schedule.png"}
     plot_training(records, files["training"])
     dilations = config["model"]["dilations"]
     plot_schedule(dilations, files["schedule"], steps=min(784, max(64, 2 * max(dilations[:6]))))
-    test_path = run_dir / "test.json"
-    test = json.loads(test_path.read_text()) if test_path.is_file() else None
     if test is not None:
         files["confusion"] = run_dir / "confusion.png"
         classes = config.get("data", {}).get("classes")

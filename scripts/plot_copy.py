@@ -6,25 +6,26 @@ the symbols its best checkpoint recalls on the test split (``copy_task.recalled`
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from dilated_rnn.copy_task import CATEGORIES, PREFIX, memoryless_loss, parse_delay, recalled, recalled_at_least
+from dilated_rnn.errors import UserError
 from dilated_rnn.plotting import pyplot, save_png
+from dilated_rnn.report import read_run
 
 COLORS = {"rnn": "tab:blue", "lstm": "tab:green", "gru": "tab:purple"}  # a cell's two runs share a colour
 LAST = 500  # the table's training loss is the mean over this many last steps
 
 
-def read_run(run: Path, error) -> dict:
-    config = json.loads((run / "config.json").read_text())
+def copy_run(run: Path, error) -> dict:
+    try:
+        config, records, test = read_run(run)
+    except UserError as e:
+        error(str(e))
     spec, model = config["train"]["data"], config["model"]
     if not spec.startswith(PREFIX):
         error(f"{run}: trained on {spec}, not the copy task")
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    test_path = run / "test.json"
-    test = json.loads(test_path.read_text()) if test_path.exists() else None
     dilated = max(model["dilations"]) > 1
     label = f"{model['cell'].upper()}, {'dilated' if dilated else 'not dilated'} " \
             f"({len(model['dilations'])} x {model['hidden_sizes'][0]})"
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", type=Path, help="run directories of drnn train --data copy:T")
     p.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
     args = p.parse_args(argv)
-    runs = [read_run(run, p.error) for run in args.runs]
+    runs = [copy_run(run, p.error) for run in args.runs]
     delays = {r["delay"] for r in runs}
     if len(delays) != 1:
         p.error("the runs have different delays T")
