@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .cells import CELL_NAMES
+from .model.cells import CELL_NAMES, INITS
 from .errors import ParameterError
 
-INITS = ("tf", "orthogonal")
 READOUTS = ("last", "every")  # a label per sequence, or one per step (sequence labelling)
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
-NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (transform.py)
+NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (data/transform.py)
 PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
 FORMATS = ("onnx", "openvino")  # of exported graphs: ONNX, OpenVINO IR (export.py)
 DEFAULT_OPSET = 17
@@ -117,7 +116,7 @@ class TrainConfig:
     seed: int = 92916  # initialisation, batch order, permutation and a drawn validation split
     data: str = "mnist"  # datasets.load_dataset's spec: mnist, PATH.npz, PATH_TRAIN.ts, ucr:NAME
     val_fraction: float = 0.2  # of each class, held out for validation where the data gives none (not MNIST)
-    # How inputs are standardised (transform.py): "auto" is "none" for MNIST (pixels stay in [0, 1]) and
+    # How inputs are standardised (data/transform.py): "auto" is "none" for MNIST (pixels stay in [0, 1]) and
     # "channel" for other data; "sequence" standardises each sequence by its own statistics.
     normalize: str = "auto"
     # Which validation keeps best.pt: the highest accuracy, its ties going to the earliest step ("earliest")

@@ -5,7 +5,7 @@ the normalization, or null), its data (spec, class names), the training config
 and the measured test accuracy. Nothing is unpickled: weights load with
 safetensors, cards with json, each only after its SHA-256 matches the folder's
 ``SHA256SUMS`` (``integrity.py``). Anywhere a checkpoint path is accepted,
-``pretrained:NAME`` names one of these (``sources.py``; ``drnn pretrained`` lists them).
+``pretrained:NAME`` names one of these (``trained.py``; ``drnn pretrained`` lists them).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import json
 from pathlib import Path
 
 from .config import migrate_configs
+from .data.mnist import legacy_info
+from .data.transform import InputTransform
 from .errors import UserError
 from .files import atomic_path, write_json
 from .integrity import verify_in_manifest, write_manifest
-from .model import DilatedRNNClassifier
-from .transform import InputTransform, as_transform
+from .model.dilated import DilatedRNNClassifier
+from .trained import TrainedModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -36,23 +38,26 @@ def available(directory: Path = WEIGHTS_DIR) -> list[dict]:
     return [read_card(p) for p in sorted(directory.glob("*.json"))]
 
 
-def save_pretrained(model: DilatedRNNClassifier, transform, card: dict, directory: Path, name: str) -> None:
-    """Write ``NAME.safetensors`` and ``NAME.json`` (atomically)."""
+def save_pretrained(trained: TrainedModel, card: dict, directory: Path, name: str) -> None:
+    """Write ``NAME.safetensors`` and ``NAME.json`` (atomically): the weights, and ``card`` with the model's
+    config, transform and data."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / f"{name}.safetensors") as tmp:
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        save_file({k: v.detach().contiguous() for k, v in trained.model.state_dict().items()}, str(tmp))
+    data = {"data": trained.data} if trained.data is not None else {}
     write_json(directory / f"{name}.json", {
         **card,
-        "model_config": model.config.to_dict(),
-        **as_transform(transform).to_json(),
+        **data,
+        "model_config": trained.config.to_dict(),
+        **trained.transform.to_json(),
     })
     write_manifest(directory)
 
 
-def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
-    """(model, input transform, card) of a shipped model."""
+def load_pretrained(name: str, directory: Path = WEIGHTS_DIR) -> TrainedModel:
+    """A shipped model, its card as ``card``."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -67,4 +72,5 @@ def load_pretrained(name: str, directory: Path = WEIGHTS_DIR):
         model.load_state_dict(load(verify_in_manifest(weights)), strict=True)
     except (SafetensorError, RuntimeError) as e:  # verified bytes that still do not fit: a wrong card
         raise UserError(f"{weights}: weights do not match its card ({str(e).splitlines()[0][:200]})") from None
-    return model.eval(), InputTransform.from_parts(card["permutation"], card.get("normalization")), card
+    return TrainedModel(model.eval(), InputTransform.from_parts(card["permutation"], card.get("normalization")),
+                        card.get("data") or legacy_info(), card)

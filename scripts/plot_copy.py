@@ -9,10 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dilated_rnn.copy_task import CATEGORIES, PREFIX, memoryless_loss, parse_delay, recalled, recalled_at_least
+from dilated_rnn.data.copy_task import CATEGORIES, PREFIX, memoryless_loss, parse_delay, recalled, recalled_at_least
 from dilated_rnn.errors import UserError
-from dilated_rnn.plotting import pyplot, save_png
-from dilated_rnn.report import read_run
+from dilated_rnn.tools.plotting import pyplot, save_png
+from dilated_rnn.tools.report import read_run
 
 COLORS = {"rnn": "tab:blue", "lstm": "tab:green", "gru": "tab:purple"}  # a cell's two runs share a colour
 LAST = 500  # the table's training loss is the mean over this many last steps

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
+from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
 from dilated_rnn.pretrained import WEIGHTS_DIR, save_pretrained
 
 

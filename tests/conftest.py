@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from dilated_rnn.data import default_data_dir, load_mnist
+from dilated_rnn.data.mnist import default_data_dir, load_mnist
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def mnist(mnist_dir):
 
 @pytest.fixture(scope="session")
 def small_mnist(mnist):
-    return {"train": mnist["train"].subset(512), "val": mnist["val"].subset(200), "test": mnist["test"].subset(200)}
+    return mnist.subset(train=512, val=200, test=200)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def _collector_unfrozen():
 @pytest.fixture(scope="session")
 def shipped_checkpoint(tmp_path_factory):
     """``make(name)``: a checkpoint file, as ``drnn train`` writes one, holding a shipped model's weights."""
-    from dilated_rnn.checkpoint import save_checkpoint
+    from dilated_rnn.training.checkpoint import save_checkpoint
     from dilated_rnn.pretrained import load_pretrained
 
     root = tmp_path_factory.mktemp("checkpoints")
@@ -49,7 +49,8 @@ def shipped_checkpoint(tmp_path_factory):
     def make(name: str):
         path = root / f"{name}.pt"
         if not path.exists():
-            model, transform, card = load_pretrained(name)
+            _loaded = load_pretrained(name)
+            model, transform, card = _loaded.model, _loaded.transform, _loaded.card
             save_checkpoint(path, {"model_config": model.config.to_dict(), "train_config": card["train_config"],
                                    "permutation": transform.permutation, "normalization": transform.normalization,
                                    "model": model.state_dict()})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dilated_rnn.accuracy import accuracy_report
+from dilated_rnn.deploy.accuracy import accuracy_report
 from dilated_rnn.errors import UserError
 
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dilated_rnn.analysis import (
+from dilated_rnn.tools.analysis import (
     curves,
     mean_recurrent_length,
     plot_curves,

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from dilated_rnn import kernels, native
-from dilated_rnn.bench import PROFILE_PARTS, bench_inference, bench_profile, bench_stream, bench_train_step
+from dilated_rnn import engine
+from dilated_rnn.trained import TrainedModel
+from dilated_rnn.tools.bench import PROFILE_PARTS, bench_inference, bench_profile, bench_stream, bench_train_step
 from dilated_rnn.cli import main
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 
@@ -15,8 +16,8 @@ SMALL = ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru")
 
 def test_train_step_times_every_variant():
     r = bench_train_step("gru", batch_size=4, steps=2, warmup=1, config=SMALL, seq_len=16)
-    variants = ("fused", "pruned", "full", "full_fused") if kernels.enabled() else ("pruned", "full")
-    variants += ("fused_numba",) if kernels.enabled() and native.available() else ()
+    variants = ("fused", "pruned", "full", "full_fused") if engine.fused() else ("pruned", "full")
+    variants += ("fused_numba",) if engine.backend() == "native" else ()
     assert r["fast_path"] == variants[0]
     for v in variants:
         assert len(r[f"{v}_times_s"]) == 2 and r[f"{v}_s"] > 0
@@ -24,9 +25,9 @@ def test_train_step_times_every_variant():
     assert r["ratio"] == pytest.approx(r[f"{variants[0]}_s"] / r["full_s"])
 
 
-@pytest.mark.parametrize("fused", ["1", "0"])
-def test_profile_splits_a_fused_step_into_its_parts(fused, monkeypatch):
-    monkeypatch.setenv("DRNN_FUSED", fused)  # "0": PyTorch's modules, no recurrence kernel to time
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_profile_splits_a_fused_step_into_its_parts(backend, monkeypatch):
+    monkeypatch.setenv("DRNN_ENGINE", backend)  # torch: PyTorch's modules, no recurrence kernel to time
     config = ModelConfig(hidden_sizes=(4, 6), dilations=(1, 2), cell="lstm")
     r = bench_profile("lstm", batch_size=9, steps=2, warmup=1, config=config, seq_len=17)
     parts = r["parts_ms"]
@@ -34,7 +35,7 @@ def test_profile_splits_a_fused_step_into_its_parts(fused, monkeypatch):
     assert sum(parts.values()) == pytest.approx(r["profiled_step_ms"], rel=1e-6)  # the wall time, split
     assert parts["matrix products"] > 0 and parts["optimizer"] > 0 and r["step_ms"] > 0
     assert r["recurrence_forward_bytes"] > 0 and r["copy_gb_per_s"] > 0
-    if kernels.enabled():
+    if engine.fused():
         assert parts["recurrence forward"] > 0 and parts["recurrence backward"] > 0 and r["recurrence_gb_per_s"] > 0
     else:
         assert parts["recurrence forward"] == parts["recurrence backward"] == 0 and r["recurrence_gb_per_s"] is None
@@ -44,7 +45,7 @@ def test_profile_splits_a_fused_step_into_its_parts(fused, monkeypatch):
 def test_inference_bench_every_backend(backend):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="lstm"))
     before = torch.get_num_threads()
-    r = bench_inference(model, None, backend, latency_images=5, batch_images=6, batch_size=4, threads=before + 1)
+    r = bench_inference(TrainedModel(model), backend, latency_images=5, batch_images=6, batch_size=4, threads=before + 1)
     assert r["backend"] == backend and r["latency_ms_p50"] <= r["latency_ms_p99"]
     assert r["batched_s"] > 0 and r["images_per_s"] == pytest.approx(6 / r["batched_s"])
     assert r["batch_threads"] == before + 1 and torch.get_num_threads() == before  # the caller's setting is restored
@@ -53,7 +54,7 @@ def test_inference_bench_every_backend(backend):
 def test_stream_bench_times_both_backends_and_the_prefix_recompute():
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru"))
     before = torch.get_num_threads()
-    r = bench_stream(model, None, samples=60, prefixes=2)
+    r = bench_stream(TrainedModel(model), samples=60, prefixes=2)
     for name in ("pytorch", "onnxruntime"):
         assert 0 < r[f"{name}_us_p50"] <= r[f"{name}_us_p99"]
     assert r["prefix_us_mean"] > 0 and r["samples"] == 60 and torch.get_num_threads() == before

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn.bins import load_labels, read_bins, write_bins
+from dilated_rnn.deploy.bins import load_labels, read_bins, write_bins
 from dilated_rnn.errors import UserError
 
 
@@ -14,7 +14,7 @@ def test_round_trip_natural_order_float32(tmp_path, mnist):
     assert (tmp_path / "bins" / "00003.bin").stat().st_size == 784 * 4
     stems, x = read_bins(tmp_path / "bins", features=1, length=784)
     assert stems[0] == "00000" and x[0].dtype == np.float32 and x[0].shape == (784, 1)
-    np.testing.assert_array_equal(np.stack(x)[..., 0], test.images.float().numpy() / 255.0)
+    np.testing.assert_array_equal(np.stack(x)[..., 0], test.x[..., 0].numpy())
     np.testing.assert_array_equal(load_labels(tmp_path / "bins" / "labels.npy"), test.labels.numpy())
     assert np.load(tmp_path / "bins" / "labels.npy").dtype == np.int64
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from dilated_rnn.cells import CELL_NAMES, CELLS
-from dilated_rnn.reference import cell_step
+from dilated_rnn.model.cells import CELL_NAMES, CELLS
+from dilated_rnn.model.reference import cell_step
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)

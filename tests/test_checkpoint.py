@@ -4,14 +4,14 @@ import pickle
 import pytest
 import torch
 
-from dilated_rnn.checkpoint import (
+from dilated_rnn.training.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     model_from_checkpoint,
     permutation_from_checkpoint,
     save_checkpoint,
 )
-from dilated_rnn.data import pixel_permutation
+from dilated_rnn.data.mnist import pixel_permutation
 from dilated_rnn.errors import UserError
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 

@@ -34,9 +34,9 @@ def test_reference_flags_are_accepted(tmp_path, mnist_dir):
 
 
 def test_resume_flag_finishes_a_stopped_run(tmp_path, mnist_dir, small_mnist, capsys):
-    from dilated_rnn.checkpoint import load_checkpoint
+    from dilated_rnn.training.checkpoint import load_checkpoint
     from dilated_rnn.model import ModelConfig
-    from dilated_rnn.train import TrainConfig, train
+    from dilated_rnn.training.train import TrainConfig, train
 
     run = tmp_path / "run"
     cfg = TrainConfig(steps=8, batch_size=16, eval_every=4, log_every=4, val_limit=100, test_limit=100)
@@ -95,9 +95,9 @@ def test_mrl_command(tmp_path, capsys):
 
 
 def test_every_help_line_states_its_real_default_once():
-    from dilated_rnn.cli import _Help, build_parser
+    from dilated_rnn.cli.parser import _Help, build_parser
     from dilated_rnn.config import ModelConfig, TrainConfig
-    from dilated_rnn.datasets import default_dilations
+    from dilated_rnn.data.datasets import default_dilations
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices

@@ -3,7 +3,7 @@
 import json
 import pytest
 
-from dilated_rnn.accuracy import accuracy_report
+from dilated_rnn.deploy.accuracy import accuracy_report
 from dilated_rnn.cli import main
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_old_layout_moves_the_architecture_settings_to_the_model():
 
 
 def test_the_cli_parses_without_importing_torch():
-    code = ("import sys; from dilated_rnn.cli import build_parser; build_parser().parse_args(['train', '--steps', '3']);"
+    code = ("import sys; from dilated_rnn.cli.parser import build_parser; build_parser().parse_args(['train', '--steps', '3']);"
             "print(sorted(m for m in ('torch', 'numpy', 'numba', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

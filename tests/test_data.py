@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn.data import (
+from dilated_rnn.data.mnist import (
     FILES,
-    batch_indices,
     ensure_mnist,
     load_mnist,
     parse_idx,
     pixel_permutation,
     read_verified,
-    to_sequences,
 )
+from dilated_rnn.data.splits import batch_indices
+from dilated_rnn.data.transform import InputTransform
 from dilated_rnn.errors import UserError
 
 
@@ -26,8 +26,8 @@ def test_cached_files_match_the_published_hashes(mnist_dir):
 
 def test_splits_are_55k_5k_10k_with_real_labels(mnist):
     assert [len(mnist[s]) for s in ("train", "val", "test")] == [55000, 5000, 10000]
-    for split in mnist.values():
-        assert split.images.dtype == torch.uint8 and split.images.shape[1] == 784
+    for split in mnist.splits.values():
+        assert split.x.dtype == torch.float32 and split.x.shape[1:] == (784, 1) and split.lengths is None
         assert split.labels.min() == 0 and split.labels.max() == 9
     # the validation set is the tail of the original training file
     assert torch.bincount(mnist["val"].labels, minlength=10).min() > 400
@@ -36,11 +36,12 @@ def test_splits_are_55k_5k_10k_with_real_labels(mnist):
     assert mnist["test"].labels[:5].tolist() == [7, 2, 1, 0, 4]
 
 
-def test_sequences_are_pixels_in_unit_range(mnist):
-    x = to_sequences(mnist["test"].images[:3])
+def test_sequences_are_pixels_in_unit_range(mnist, mnist_dir):
+    x = mnist["test"].x[:3]
     assert x.shape == (3, 784, 1) and x.dtype == torch.float32
     assert x.min() == 0.0 and x.max() == 1.0
-    image = mnist["test"].images[0].reshape(28, 28)
+    name = "t10k-images-idx3-ubyte"
+    image = torch.from_numpy(parse_idx(read_verified(mnist_dir / name, name), name)[0].copy())  # [28, 28] uint8
     assert x[0, 28 * 14 + 10, 0] == image[14, 10] / 255.0  # row-major order
 
 
@@ -49,8 +50,8 @@ def test_permutation_is_fixed_and_applied(mnist):
     assert torch.equal(perm, pixel_permutation(92916))
     assert sorted(perm.tolist()) == list(range(784))
     assert not torch.equal(perm, pixel_permutation(1))
-    images = mnist["test"].images[:2]
-    torch.testing.assert_close(to_sequences(images, perm), to_sequences(images)[:, perm])
+    images = mnist["test"].x[:2]
+    torch.testing.assert_close(InputTransform(perm)(images), images[:, perm])
 
 
 def test_gz_directory_is_accepted(tmp_path, mnist_dir):

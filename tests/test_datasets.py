@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dilated_rnn.cli import main
-from dilated_rnn.datasets import default_dilations, load_dataset
+from dilated_rnn.data.datasets import default_dilations, load_dataset
 from dilated_rnn.errors import UserError
 
 

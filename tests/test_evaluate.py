@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from dilated_rnn.data import to_sequences
-from dilated_rnn.evaluate import classification_report, evaluate, format_report, predict_logits
+from dilated_rnn.training.evaluate import classification_report, evaluate, format_report, predict_logits
 from dilated_rnn.pretrained import load_pretrained
 
 
@@ -25,12 +24,13 @@ def test_a_class_without_examples_scores_zero_not_nan():
 
 
 def test_shipped_permuted_model_on_real_digits(mnist):
-    model, perm, card = load_pretrained("gru-pmnist")
+    _loaded = load_pretrained("gru-pmnist")
+    model, perm, card = _loaded.model, _loaded.transform, _loaded.card
     test = mnist["test"].subset(300)
     logits = predict_logits(model, test, perm, batch_size=128)
     assert logits.shape == (300, 10) and not model.training
     with torch.no_grad():  # the same logits from one call on the permuted sequences
-        torch.testing.assert_close(logits, model(to_sequences(test.images, perm.permutation)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits, model(test.x[:, perm.permutation]), rtol=1e-5, atol=1e-5)
     report = evaluate(model, test, perm, batch_size=128)
     assert report["accuracy"] > 0.9 and sum(map(sum, report["confusion_matrix"])) == 300
     assert evaluate(model, test, None, batch_size=128)["accuracy"] < 0.5  # without its permutation: lost

@@ -4,28 +4,29 @@ import torch
 
 from dilated_rnn.config import ATC_OPSET
 from dilated_rnn.errors import UserError
-from dilated_rnn.export import export_onnx, export_openvino
-from dilated_rnn.infer import DeployModel, OpenvinoBackend, session
+from dilated_rnn.deploy.export import export_onnx, export_openvino
+from dilated_rnn.deploy.infer import OpenvinoBackend, session
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.pretrained import load_pretrained
+from dilated_rnn.trained import TrainedModel
 
 
 def _trained(name):
-    model, permutation, _ = load_pretrained(name)
-    return model, permutation
+    trained = load_pretrained(name)
+    return trained.model, trained
 
 
 @pytest.mark.parametrize("name", ["lstm-mnist", "gru-mnist", "rnn-mnist", "lstm-pmnist"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision):
-    model, perm = _trained(name)
-    images = mnist["test"].images[:300]
+    model, trained = _trained(name)
+    images = mnist["test"].x[:300]
     if precision == "int8" and model.config.cell != "lstm":
         with pytest.raises(UserError, match="int8.*LSTM"):
-            export_onnx(model, perm, tmp_path / "m.onnx", images, precision=precision)
+            export_onnx(trained, tmp_path / "m.onnx", images, precision=precision)
         assert not (tmp_path / "m.onnx").exists()
         return
-    report = export_onnx(model, perm, tmp_path / "m.onnx", images, precision=precision)
+    report = export_onnx(trained, tmp_path / "m.onnx", images, precision=precision)
     p = report["parity"]
     assert p["images"] == 300 and p["batch"] == 256
     if precision == "fp32":
@@ -36,18 +37,18 @@ def test_export_parity_each_cell_and_precision(tmp_path, mnist, name, precision)
     assert p["passed"] and p["argmax_agreement"] >= {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}[precision]
     # independent check: run the file ourselves on images the export never saw
     sess = session(tmp_path / "m.onnx", threads=1)
-    x = (mnist["test"].images[5000:5064].float() / 255).unsqueeze(-1)
+    x = mnist["test"].x[5000:5064]
     got = sess.run(None, {"Placeholder": x.numpy()})[0]
     with torch.no_grad():
-        expected = DeployModel(model, perm)(x).numpy()
+        expected = trained.module()(x).numpy()
     assert got.shape == (64, 10)
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.9
     assert sess.get_modelmeta().custom_metadata_map["precision"] == precision
 
 
 def test_graph_is_pruned_with_native_recurrent_ops(tmp_path, mnist):
-    model, perm = _trained("gru-mnist")
-    export_onnx(model, perm, tmp_path / "m.onnx", mnist["test"].images[:16])
+    model, trained = _trained("gru-mnist")
+    export_onnx(trained, tmp_path / "m.onnx", mnist["test"].x[:16])
     graph = onnx.load(str(tmp_path / "m.onnx")).graph
     grus = [n for n in graph.node if n.op_type == "GRU"]
     assert len(grus) == 9
@@ -62,10 +63,10 @@ def _float_weight_bytes(path):
 
 
 def test_fp16_stores_every_weight_in_half_the_bytes(tmp_path, mnist):
-    model, perm = _trained("lstm-mnist")
-    small = mnist["test"].images[:16]
-    full = export_onnx(model, perm, tmp_path / "a.onnx", small)
-    half = export_onnx(model, perm, tmp_path / "b.onnx", small, precision="fp16")
+    model, trained = _trained("lstm-mnist")
+    small = mnist["test"].x[:16]
+    full = export_onnx(trained, tmp_path / "a.onnx", small)
+    half = export_onnx(trained, tmp_path / "b.onnx", small, precision="fp16")
     fp32_weights, fp16_weights = _float_weight_bytes(tmp_path / "a.onnx"), _float_weight_bytes(tmp_path / "b.onnx")
     assert fp32_weights[1] == 4 * sum(p.numel() for p in model.parameters())
     assert fp16_weights == {1: 0, 10: fp32_weights[1] // 2}
@@ -73,8 +74,8 @@ def test_fp16_stores_every_weight_in_half_the_bytes(tmp_path, mnist):
 
 
 def test_atc_opset_and_custom_names(tmp_path, mnist):
-    model, perm = _trained("lstm-mnist")
-    report = export_onnx(model, perm, tmp_path / "atc.onnx", mnist["test"].images[:16], opset=ATC_OPSET,
+    model, trained = _trained("lstm-mnist")
+    report = export_onnx(trained, tmp_path / "atc.onnx", mnist["test"].x[:16], opset=ATC_OPSET,
                          input_name="pixels", output_name="logits")
     graph = onnx.load(str(tmp_path / "atc.onnx"))
     assert graph.opset_import[0].version == 11 and report["opset"] == 11
@@ -84,20 +85,20 @@ def test_atc_opset_and_custom_names(tmp_path, mnist):
 
 
 def test_failed_parity_writes_nothing(tmp_path, mnist, monkeypatch):
-    import dilated_rnn.export as export
+    import dilated_rnn.deploy.export as export
 
-    model, perm = _trained("rnn-mnist")
+    model, trained = _trained("rnn-mnist")
     real = export.check_parity
     monkeypatch.setattr(export, "check_parity", lambda *a, **k: {**real(*a, **k), "passed": False})
     with pytest.raises(UserError, match="disagrees with PyTorch"):
-        export_onnx(model, perm, tmp_path / "m.onnx", mnist["test"].images[:16])
+        export_onnx(trained, tmp_path / "m.onnx", mnist["test"].x[:16])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_non_nested_schedule_exports_exactly(tmp_path, mnist):
     torch.manual_seed(0)
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(6, 6, 6), dilations=(1, 3, 5), cell="lstm"))
-    report = export_onnx(model, None, tmp_path / "m.onnx", mnist["test"].images[:64])
+    report = export_onnx(TrainedModel(model), tmp_path / "m.onnx", mnist["test"].x[:64])
     assert report["parity"]["max_abs_diff_batched"] <= 1e-4
 
 
@@ -105,12 +106,12 @@ def test_non_nested_schedule_exports_exactly(tmp_path, mnist):
 def test_openvino_ir_parity_fp32_and_fp16(tmp_path, mnist, name):
     import openvino as ov
 
-    model, perm = _trained(name)
-    images = mnist["test"].images[:160]
+    model, trained = _trained(name)
+    images = mnist["test"].x[:160]
     sizes = {}
     for precision in ("fp32", "fp16"):
         path = tmp_path / f"{precision}.xml"
-        report = export_openvino(model, perm, path, images, precision=precision)
+        report = export_openvino(trained, path, images, precision=precision)
         p = report["parity"]
         assert p["passed"] and p["images"] == 160 and p["batch"] == 160
         if precision == "fp32":
@@ -121,10 +122,10 @@ def test_openvino_ir_parity_fp32_and_fp16(tmp_path, mnist, name):
         sizes[precision] = (tmp_path / f"{precision}.bin").stat().st_size
         # independent check: OpenVINO itself, on images the export never saw
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        x = (mnist["test"].images[5000:5064].float() / 255).unsqueeze(-1)
+        x = mnist["test"].x[5000:5064]
         got = compiled(x.numpy())[0]
         with torch.no_grad():
-            expected = DeployModel(model, perm)(x).numpy()
+            expected = trained.module()(x).numpy()
         assert got.shape == (64, 10) and (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
         assert OpenvinoBackend(path).precision == precision
     weights = 4 * sum(p.numel() for p in model.parameters())  # OpenVINO may add a layer's two biases into one
@@ -132,18 +133,18 @@ def test_openvino_ir_parity_fp32_and_fp16(tmp_path, mnist, name):
 
 
 def test_openvino_failed_parity_or_bad_arguments_write_nothing(tmp_path, mnist, monkeypatch):
-    import dilated_rnn.export as export
+    import dilated_rnn.deploy.export as export
 
     from dilated_rnn.errors import ParameterError
 
-    model, perm = _trained("rnn-mnist")
-    images = mnist["test"].images[:16]
+    model, trained = _trained("rnn-mnist")
+    images = mnist["test"].x[:16]
     with pytest.raises(ParameterError, match="precision must be one of fp32, fp16, got 'int8'"):
-        export_openvino(model, perm, tmp_path / "m.xml", images, precision="int8")
+        export_openvino(trained, tmp_path / "m.xml", images, precision="int8")
     with pytest.raises(ParameterError, match="NAME.xml"):
-        export_openvino(model, perm, tmp_path / "m.onnx", images)
+        export_openvino(trained, tmp_path / "m.onnx", images)
     real = export.check_parity
     monkeypatch.setattr(export, "check_parity", lambda *a, **k: {**real(*a, **k), "passed": False})
     with pytest.raises(UserError, match="m.xml: exported fp32 OpenVINO IR disagrees with PyTorch"):
-        export_openvino(model, perm, tmp_path / "m.xml", images)
+        export_openvino(trained, tmp_path / "m.xml", images)
     assert list(tmp_path.iterdir()) == []

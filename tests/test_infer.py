@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dilated_rnn.bins import write_bins
+from dilated_rnn.deploy.bins import write_bins
 from dilated_rnn.errors import UserError
-from dilated_rnn.export import export_onnx
-from dilated_rnn.infer import infer_folder
-from dilated_rnn.sources import load_model
+from dilated_rnn.deploy.export import export_onnx
+from dilated_rnn.deploy.infer import infer_folder
+from dilated_rnn.trained import load_model
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,7 @@ def folder(tmp_path_factory, mnist, ckpt):
     root = tmp_path_factory.mktemp("infer")
     test = mnist["test"].subset(40)
     write_bins(test.sequences(), test.labels, root / "bins")
-    model, transform, _ = load_model(ckpt)
-    export_onnx(model, transform, root / "m.onnx", test.images)
+    export_onnx(load_model(ckpt), root / "m.onnx", test.sequences())
     return root
 
 
@@ -83,16 +82,16 @@ def test_torch_backend_of_one_length_skips_the_modules_and_gives_their_logits(ce
     lengths take the module path."""
     import torch
 
-    from dilated_rnn import kernels, native
-    from dilated_rnn.data import to_sequences
-    from dilated_rnn.infer import TorchBackend
+    from dilated_rnn import engine
+    from dilated_rnn.data.transform import InputTransform
+    from dilated_rnn.deploy.infer import TorchBackend
     from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-    from dilated_rnn.transform import InputTransform
+    from dilated_rnn.trained import TrainedModel
 
-    if not kernels.enabled():
-        pytest.skip("the direct path needs the fused kernels")
+    if not engine.fused():
+        pytest.skip("the direct path needs the compiled kernels")
     model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell, hidden_sizes=(6, 5), dilations=(1, 4))).eval()
-    x = to_sequences(mnist["test"].images[:9])[:, ::8]  # [9, 98, 1] real images, shortened
+    x = mnist["test"].x[:9, ::8]  # [9, 98, 1] real images, shortened
     transform = InputTransform(torch.randperm(98), torch.tensor([0.3]), torch.tensor([0.2]))
     modules = []
     monkeypatch.setattr(DilatedRNNClassifier, "forward",
@@ -100,8 +99,8 @@ def test_torch_backend_of_one_length_skips_the_modules_and_gives_their_logits(ce
     for t, off in ((None, False), (transform, False), (None, True)):  # off: Numba's kernels, not the native ones
         with torch.no_grad():
             expected = model(x if t is None else t(x)).numpy()
-        with native.turned_off() if off else contextlib.nullcontext():
-            backend = TorchBackend(model, t)
+        with engine.use("numba") if off else contextlib.nullcontext():
+            backend = TorchBackend(TrainedModel(model, t))
             modules.clear()
             for rows in (x[:1], x):  # batch 1 (rows one at a time) and 9 (tiles)
                 got = backend(list(rows.numpy()))

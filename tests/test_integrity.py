@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn.checkpoint import load_checkpoint, save_checkpoint
+from dilated_rnn.training.checkpoint import load_checkpoint, save_checkpoint
 from dilated_rnn.cli import main
 from dilated_rnn.errors import UserError
-from dilated_rnn.export import export_onnx, export_openvino
-from dilated_rnn.infer import OnnxBackend, OpenvinoBackend
+from dilated_rnn.deploy.export import export_onnx, export_openvino
+from dilated_rnn.deploy.infer import OnnxBackend, OpenvinoBackend
 from dilated_rnn.integrity import MANIFEST, seal, unseal
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.pretrained import WEIGHTS_DIR, load_pretrained
@@ -127,9 +127,9 @@ def test_shipped_weights_cards_and_manifest_refuse_any_flipped_bit(weights_copy,
 
 
 def test_exported_graphs_refuse_any_flipped_bit_and_need_their_checksum(tmp_path, mnist):
-    model, transform, _ = load_pretrained("rnn-mnist")
+    trained = load_pretrained("rnn-mnist")
     path = tmp_path / "m.onnx"
-    export_onnx(model, transform, path, mnist["test"].images[:8])
+    export_onnx(trained, path, mnist["test"].x[:8])
     OnnxBackend(path)
     data = path.read_bytes()
     for position in _positions(len(data), 60):
@@ -143,9 +143,9 @@ def test_exported_graphs_refuse_any_flipped_bit_and_need_their_checksum(tmp_path
 
 
 def test_openvino_ir_refuses_any_flipped_bit_in_either_file_and_needs_its_checksum(tmp_path, mnist):
-    model, transform, _ = load_pretrained("rnn-mnist")
+    trained = load_pretrained("rnn-mnist")
     path = tmp_path / "m.xml"
-    export_openvino(model, transform, path, mnist["test"].images[:8])
+    export_openvino(trained, path, mnist["test"].x[:8])
     OpenvinoBackend(path)
     for target in (path, tmp_path / "m.bin"):
         data = target.read_bytes()

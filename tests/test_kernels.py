@@ -1,4 +1,5 @@
-"""The fused CPU recurrences against PyTorch's modules and the per-step reference."""
+"""The engine's compiled recurrences (``engine/recurrence.py``, ``engine/stack.py``) against PyTorch's modules and
+the per-step reference."""
 
 import itertools
 import os
@@ -9,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from dilated_rnn import kernels
-from dilated_rnn.data import to_sequences
-from dilated_rnn.cells import CELL_NAMES, CELLS
+from dilated_rnn import engine
+from dilated_rnn.engine import recurrence
+from dilated_rnn.model.cells import CELL_NAMES, CELLS
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig, init_cell_
-from dilated_rnn.reference import reference_forward
+from dilated_rnn.model.reference import reference_forward
 
-pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
+pytestmark = pytest.mark.skipif(not engine.fused(), reason="DRNN_ENGINE=torch: no compiled backend")
 
 # (rows, steps, input features, hidden units): odd sizes, one step, one row, a paper-sized layer
 SHAPES = ((3, 7, 2, 5), (1, 1, 1, 4), (5, 33, 20, 20), (2, 784, 1, 20))
@@ -44,7 +45,7 @@ def test_fused_layer_matches_pytorch_module(cell, shape):
     layer = _layer(cell, F, H)
     x = torch.randn(N, n, F)
     upstream = torch.randn(N, n, H)
-    fused = _outputs_and_grads(layer, x, upstream, lambda m, v: kernels.run_layer(m, v, cell))
+    fused = _outputs_and_grads(layer, x, upstream, lambda m, v: engine.run_layer(m, v, cell))
     plain = _outputs_and_grads(layer, x, upstream, lambda m, v: m(v)[0])
     names = ["output", "input grad"] + [name for name, _ in layer.named_parameters()]
     for name, a, b in zip(names, fused, plain):
@@ -63,11 +64,11 @@ def test_fused_classifier_matches_reference_and_pure_path(cell, dilations, T):
     B = x.shape[0]
     expected = model.head(reference_forward(model.rnn, x)[:, T - dilations[0]:].reshape(B, -1))
     results = []
-    for fused in (True, False):
-        model.rnn.fused = fused
+    for backend in (engine.backend(), "torch"):
         model.zero_grad()
         xi = x.clone().requires_grad_(True)
-        logits = model(xi)
+        with engine.use(backend):
+            logits = model(xi)
         logits.pow(2).sum().backward()
         results.append([logits.detach(), xi.grad] + [p.grad.clone() for p in model.parameters()])
     torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
@@ -80,16 +81,16 @@ def test_fused_classifier_matches_reference_and_pure_path(cell, dilations, T):
 def test_every_step_forward_is_fused_and_matches_reference_and_modules(cell, dilations, T, monkeypatch):
     """``DilatedRNN.forward`` (all steps: sequence labelling) on the fused recurrences, outputs and gradients."""
     calls = []
-    monkeypatch.setattr(kernels._Recurrence, "apply", lambda *a, f=kernels._Recurrence.apply: calls.append(1) or f(*a))
+    monkeypatch.setattr(recurrence.Recurrence, "apply", lambda *a, f=recurrence.Recurrence.apply: calls.append(1) or f(*a))
     rnn = DilatedRNNClassifier(2, [5, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3).rnn
     x, upstream = torch.randn(3, T, 2), torch.randn(3, T, rnn.hidden_sizes[-1])
     expected = reference_forward(rnn, x)
     results = []
-    for fused in (True, False):
-        rnn.fused = fused
+    for backend in (engine.backend(), "torch"):
         rnn.zero_grad()
         xi = x.clone().requires_grad_(True)
-        out = rnn(xi)
+        with engine.use(backend):
+            out = rnn(xi)
         (out * upstream).sum().backward()
         results.append([out.detach(), xi.grad] + [p.grad.clone() for p in rnn.parameters()])
     assert len(calls) == len(dilations)  # one fused recurrence per layer, and only when fused
@@ -105,13 +106,13 @@ def test_every_step_forward_is_fused_and_matches_reference_and_modules(cell, dil
 def test_fused_training_step_on_real_images_matches_pure_path(cell, mnist):
     """Paper scale (784 steps, dilations 1..256) on 16 real test images: loss and every gradient."""
     model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell))
-    x = to_sequences(mnist["test"].images[:16])
+    x = mnist["test"].x[:16]
     y = torch.as_tensor(mnist["test"].labels[:16]).long()
     results = []
-    for fused in (True, False):
-        model.rnn.fused = fused
+    for backend in (engine.backend(), "torch"):
         model.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        with engine.use(backend):
+            loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
@@ -125,17 +126,19 @@ def test_nan_input_propagates(cell):
     layer = _layer(cell, 1, 4)
     x = torch.zeros(2, 5, 1)
     x[0, 2, 0] = float("nan")
-    y = kernels.run_layer(layer, x, cell)
+    y = engine.run_layer(layer, x, cell)
     assert torch.isnan(y[0, 2:]).all() and not torch.isnan(y[0, :2]).any() and not torch.isnan(y[1]).any()
 
 
 def test_float64_and_disabled_use_the_module(monkeypatch):
     layer = _layer("gru", 2, 3).double()
     x = torch.randn(2, 4, 2, dtype=torch.float64)
-    assert not kernels.supports(x, "gru")
-    torch.testing.assert_close(kernels.run_layer(layer, x, "gru"), layer(x)[0], rtol=0, atol=0)
-    monkeypatch.setenv("DRNN_FUSED", "0")
-    assert not kernels.supports(x.float(), "gru")
+    assert not engine.runs(x, "gru") and engine.runs(x.float(), "gru")
+    torch.testing.assert_close(engine.run_layer(layer, x, "gru"), layer(x)[0], rtol=0, atol=0)
+    with engine.use("torch"):
+        assert not engine.runs(x.float(), "gru")
+    monkeypatch.setenv("DRNN_ENGINE", "torch")
+    assert not engine.runs(x.float(), "gru") and engine.backend() == "torch"
 
 
 SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [2, 4, 8], [1, 1, 2], [3, 2, 5], [4])
@@ -151,8 +154,8 @@ def test_compiled_inference_matches_reference(cell, dilations, T):
     expected = model.head(reference_forward(model.rnn, x)[:, T - dilations[0]:].reshape(3, -1))
     with torch.no_grad():
         got = model(x)
-        model.rnn.fused = False
-        pure = model(x)
+        with engine.use("torch"):
+            pure = model(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got, pure, rtol=1e-5, atol=1e-5)
 
@@ -160,11 +163,11 @@ def test_compiled_inference_matches_reference(cell, dilations, T):
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_compiled_inference_on_real_images_at_paper_scale(cell, mnist):
     model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell))
-    x = to_sequences(mnist["test"].images[:32])
+    x = mnist["test"].x[:32]
     with torch.inference_mode():
         got = model(x)
-        model.rnn.fused = False
-        pure = model(x)
+        with engine.use("torch"):
+            pure = model(x)
     torch.testing.assert_close(got, pure, rtol=1e-4, atol=1e-4)
     assert (got.argmax(1) == pure.argmax(1)).all()
 
@@ -185,9 +188,8 @@ def test_compiled_inference_sees_weight_updates(update):
         optimizer.step()
     with torch.no_grad():
         after = model(x)
-        model.rnn.fused = False
-        expected = model(x)
-        model.rnn.fused = True
+        with engine.use("torch"):
+            expected = model(x)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
     fresh = DilatedRNNClassifier(1, [6, 6], [1, 2], "lstm", num_classes=4)
@@ -198,7 +200,6 @@ def test_compiled_inference_sees_weight_updates(update):
         torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed")
 def test_openmp_threading_layer_even_after_openvino_loaded_tbb():
     code = ("import openvino, numba, torch\n"
             "from dilated_rnn.model import DilatedRNNClassifier, ModelConfig\n"
@@ -206,6 +207,6 @@ def test_openmp_threading_layer_even_after_openvino_loaded_tbb():
             "m.eval()(torch.zeros(2, 10, 1))\n"
             "print(numba.threading_layer())\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
-    env["DRNN_NATIVE"] = "0"  # Numba's kernels, not the native ones, run the model
+    env["DRNN_ENGINE"] = "numba"  # Numba's kernels, not the native ones, run the model
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["omp"]

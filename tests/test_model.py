@@ -3,9 +3,10 @@ import itertools
 import pytest
 import torch
 
-from dilated_rnn import kernels
+from dilated_rnn import engine
 from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig
-from dilated_rnn.reference import reference_forward
+from dilated_rnn.model.pruning import plan_outputs
+from dilated_rnn.model.reference import reference_forward
 
 CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [2, 4, 8], [1, 1, 2], [3, 2, 5], [4])
@@ -199,7 +200,7 @@ def test_pruned_dropout_equals_full_dropout_with_the_same_masks(cell, dilations,
     model.rnn.drop = _recording_drop(masks)
     full = model.forward_full(x)
     assert len(masks) == len(dilations)  # into every layer but the first, and into the head
-    model.rnn.drop = _replaying_drop(masks, model.rnn._plan(T, tuple(model._steps(T))))
+    model.rnn.drop = _replaying_drop(masks, plan_outputs(T, model.rnn.dilations, model._steps(T)))
     pruned = model(x)
     torch.testing.assert_close(pruned, full, rtol=0, atol=1e-12)
     model.rnn.drop = lambda h: h
@@ -262,23 +263,22 @@ def test_variable_length_batches_are_exact(cell, dilations):
 
 def test_variable_length_cost_follows_the_real_lengths(monkeypatch):
     """The cell steps run are those of each length's pruned plan, not of the padded maximum."""
-    from dilated_rnn.pruning import plan_outputs
+    from dilated_rnn.model.pruning import plan_outputs
 
     model = DilatedRNNClassifier(3, [8] * 5, [1, 2, 4, 8, 16], "gru").eval()
-    model.rnn.fused = False  # PyTorch's modules, so that a hook sees every recurrence it runs
     lengths = torch.tensor([400, 37, 120, 37, 5, 260])
     x = torch.randn(len(lengths), 400, 3)
     steps = []  # rows x steps of every recurrence call
     for layer in model.rnn.layers:
         layer.register_forward_hook(lambda module, inputs, output: steps.append(inputs[0].shape[0] * inputs[0].shape[1]))
-    with torch.no_grad():
+    with torch.no_grad(), engine.use("torch"):  # PyTorch's modules, so that a hook sees every recurrence it runs
         model(x, lengths)
     expected = sum(plan_outputs(n, model.rnn.dilations, [n - 1]).cell_steps for n in lengths.tolist())
     padded = len(lengths) * plan_outputs(400, model.rnn.dilations, [399]).cell_steps
     assert sum(steps) == expected and expected < padded / 2
 
 
-@pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
+@pytest.mark.skipif(not engine.fused(), reason="DRNN_ENGINE=torch: no compiled backend")
 @pytest.mark.parametrize("cell,dilations", list(itertools.product(CELLS, SCHEDULES)))
 def test_variable_length_fused_path_is_exact(cell, dilations):
     """On the CPU in float32 a batch is right-aligned and the kernels skip each row's front padding."""
@@ -302,31 +302,32 @@ def test_variable_length_fused_path_is_exact(cell, dilations):
     fused_grads = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     x.grad = None
-    model.rnn.fused = False  # PyTorch's modules, grouped by length
-    (model(x, lengths) * weights).sum().backward()
+    with engine.use("torch"):  # PyTorch's modules, grouped by length
+        pure = model(x, lengths)
+    (pure * weights).sum().backward()
     for a, b in zip(fused_grads, [x.grad] + [p.grad for p in model.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     for b, n in enumerate(lengths.tolist()):
         assert fused_grads[0][b, n:].abs().sum() == 0
 
 
-@pytest.mark.skipif(not kernels.enabled(), reason="Numba not installed or DRNN_FUSED=0")
+@pytest.mark.skipif(not engine.fused(), reason="DRNN_ENGINE=torch: no compiled backend")
 def test_fused_variable_length_work_follows_the_real_lengths(monkeypatch):
     """The recurrences run exactly each length's pruned cell steps: one call per layer, padding skipped."""
-    from dilated_rnn.pruning import plan_outputs
+    from dilated_rnn.model.pruning import plan_outputs
 
     model = DilatedRNNClassifier(3, [8] * 5, [1, 2, 4, 8, 16], "lstm")
     lengths = torch.tensor([400, 37, 120, 37, 5, 260])
     x = torch.randn(len(lengths), 400, 3)
     work, calls = [], []
-    real = kernels.run_layer
+    real = engine.run_layer
 
     def counting(layer, h, cell, start=None):
         calls.append(1)
         work.append(h.shape[0] * h.shape[1] - int(start.sum()))
         return real(layer, h, cell, start)
 
-    monkeypatch.setattr(kernels, "run_layer", counting)
+    monkeypatch.setattr(engine, "run_layer", counting)
     model(x, lengths).sum().backward()
     expected = sum(plan_outputs(n, model.rnn.dilations, [n - 1]).cell_steps for n in lengths.tolist())
     assert len(calls) == 5 and sum(work) == expected

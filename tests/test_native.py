@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn import kernels, native, streaming
-from dilated_rnn.cells import CELL_NAMES, CELLS
-from dilated_rnn.data import to_sequences
+from dilated_rnn import engine
+from dilated_rnn.errors import UserError
+from dilated_rnn.deploy.stream import Streamer
+from dilated_rnn.engine import native, recurrence, stack
+from dilated_rnn.engine import numba_kernels as nk
 from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig, init_cell_
-from dilated_rnn.reference import reference_forward
+from dilated_rnn.model.cells import CELL_NAMES, CELLS
+from dilated_rnn.model.pruning import plan_outputs
+from dilated_rnn.model.reference import reference_forward
+from dilated_rnn.model.streaming import Layout
+from dilated_rnn.trained import TrainedModel
 
 needs_lanes = pytest.mark.skipif(not native.available(), reason="no AVX2/FMA CPU or no C compiler")
 SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [3, 2, 5], [4])
@@ -20,9 +26,9 @@ SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [3, 2, 5], [4])
 def _native(model, x, threads=2, lanes=None):
     """The top layer's outputs at the classifier's readout steps, by the native kernels."""
     rnn, T = model.rnn, x.shape[1]
-    packed = kernels.pack_plan(rnn, rnn._plan(T, tuple(range(T - rnn.dilations[0], T))))
+    packed = stack.pack_plan(rnn, plan_outputs(T, rnn.dilations, range(T - rnn.dilations[0], T)))
     out = np.full((len(x), len(packed[-1]), rnn.hidden_sizes[-1]), np.nan, np.float32)
-    native.stack(x.numpy(), kernels.pack_weights(rnn), *packed, out, threads=threads, lanes=lanes)
+    native.stack(x.numpy(), stack.pack_weights(rnn), *packed, out, threads=threads, lanes=lanes)
     return torch.from_numpy(out)
 
 
@@ -47,12 +53,11 @@ def test_native_kernels_match_reference(cell, dilations, T):
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_native_at_paper_scale_on_real_images_any_thread_count(cell, mnist):
     model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell)).eval()
-    x = to_sequences(mnist["test"].images[:21])
+    x = mnist["test"].x[:21]
     got = [_native(model, x, threads) for threads in (1, 2, 3)]
     assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])  # tiles are independent
     rows = _native(model, x, 2, lanes=False)
-    with torch.no_grad():
-        model.rnn.fused = False
+    with torch.no_grad(), engine.use("torch"):
         expected = model.rnn.outputs_at(x, [783])
     torch.testing.assert_close(got[0], expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(rows, expected, rtol=1e-4, atol=1e-4)
@@ -69,17 +74,17 @@ def test_native_stream_matches_reference_and_numba_in_any_chunks(cell, dilations
     with torch.no_grad():
         expected = reference_forward(rnn, x).float()
     rnn, x = rnn.float(), x.float()
-    weights, sizes = kernels.pack_weights(rnn), kernels.stream_sizes(rnn)
+    weights, sizes = stack.pack_weights(rnn), stack.stream_sizes(rnn)
     for rows, chunks, threads in ((5, (1,) * T, 1), (5, (3, 9, 1, 16), 2), (1, (4, 25), 1), (2, (T,), 2)):
-        state = np.zeros((rows, streaming.Layout.of(rnn).size), np.float32)
+        state = np.zeros((rows, Layout.of(rnn).size), np.float32)
         outs, numba_state, k = [], state.copy(), 0
         for n in chunks:
             before = state.copy()
-            out, state = native.stream(x[:rows, k : k + n].numpy(), weights, kernels.CELL_CODES[cell], sizes,
+            out, state = native.stream(x[:rows, k : k + n].numpy(), weights, nk.CELL_CODES[cell], sizes,
                                        state, threads=threads)
-            with native.turned_off():
-                numba_out, numba_state = kernels.stream_arrays(x[:rows, k : k + n].numpy(), weights, cell, sizes,
-                                                               numba_state)
+            with engine.use("numba"):
+                numba_out, numba_state = stack.stream_arrays(x[:rows, k : k + n].numpy(), weights, cell, sizes,
+                                                             numba_state)
             np.testing.assert_allclose(out, numba_out, rtol=0, atol=2e-6)
             np.testing.assert_allclose(state, numba_state, rtol=0, atol=2e-6)
             assert not np.shares_memory(before, state)
@@ -93,7 +98,7 @@ def _layer_with_grads(layer, x, start, upstream, cell, fused=True):
     layer.zero_grad()
     x = x.clone().requires_grad_(True)
     if fused:
-        out = kernels.run_layer(layer, x, cell, start)
+        out = engine.run_layer(layer, x, cell, start)
     else:  # the float64 reference: each row from a zero state at its start, zeros before it
         out = torch.stack([torch.cat([torch.zeros(int(s), layer.hidden_size, dtype=x.dtype), layer(x[i:i + 1, s:])[0][0]])
                            for i, s in enumerate(start.tolist())])
@@ -105,12 +110,12 @@ def _layer_with_grads(layer, x, start, upstream, cell, fused=True):
 @needs_lanes
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_native_training_recurrences_match_reference_and_numba(cell):
-    """``_Recurrence`` forward and backward on the native kernels (chains in lanes): outputs and every gradient
+    """``Recurrence`` forward and backward on the native kernels (chains in lanes): outputs and every gradient
     against a float64 module run row by row, and Numba's kernels; partial tiles, widths that are not a
     multiple of 8 (the transposes' tails), chains of one and two steps, per-row starts (padding), one and two
     threads; inputs narrow enough for the kernel to project them and wider ones it receives projected."""
     shapes = ((1, 9, 2, 5), (8, 24, 6, 8), (13, 25, 1, 20), (17, 7, 4, 3), (9, 11, 5, 12), (5, 1, 2, 4), (6, 2, 7, 3))
-    assert {F <= kernels.PROJECT_WITHIN for _, _, F, _ in shapes} == {True, False}
+    assert {F <= recurrence.PROJECT_WITHIN for _, _, F, _ in shapes} == {True, False}
     for N, n, F, H in shapes:
         layer = getattr(torch.nn, CELLS[cell].module)(F, H, batch_first=True)
         init_cell_(layer, cell)
@@ -122,7 +127,7 @@ def test_native_training_recurrences_match_reference_and_numba(cell):
         start[0] = 0
         expected = _layer_with_grads(layer.double(), x.double(), start, upstream.double(), cell, fused=False)
         layer.float()
-        with native.turned_off():
+        with engine.use("numba"):
             numba_path = _layer_with_grads(layer, x, start, upstream, cell)
         for threads in (1, 2):
             saved = torch.get_num_threads()
@@ -145,7 +150,7 @@ def test_native_training_recurrences_match_reference_and_numba(cell):
 @pytest.mark.parametrize("projected", [False, True])
 def test_recurrence_traffic_counts_the_arrays_each_kernel_reads_and_writes(cell, projected):
     """``recurrence_traffic`` (the profile's bytes) equals the bytes of the arrays the two calls take and give."""
-    N, n, F, H, code, G = 11, 6, 3, 5, kernels.CELL_CODES[cell], CELLS[cell].gates
+    N, n, F, H, code, G = 11, 6, 3, 5, nk.CELL_CODES[cell], CELLS[cell].gates
     rng = np.random.default_rng(0)
     inputs = rng.standard_normal((N, n, G * H if projected else F), dtype=np.float32)
     w_ih, w_hh = rng.standard_normal((G * H, F), dtype=np.float32), rng.standard_normal((G * H, H), dtype=np.float32)
@@ -168,7 +173,7 @@ def test_streamer_runs_native_kernels(monkeypatch):
     real = native.StreamKernel.run
     monkeypatch.setattr(native.StreamKernel, "run", lambda self, *a, **k: calls.append(a[1:4]) or real(self, *a, **k))
     x = torch.randn(3, 10, 1)
-    streamer = streaming.Streamer(model)
+    streamer = Streamer(TrainedModel(model))
     first, state = streamer(x[:, :4])
     rest, state = streamer(x[:, 4:], state)
     with torch.no_grad():
@@ -176,9 +181,9 @@ def test_streamer_runs_native_kernels(monkeypatch):
     assert calls == [(3, 4, 1), (3, 6, 1)]  # one call per chunk: registers, head and positions
     torch.testing.assert_close(torch.cat([first, rest], 1), expected, rtol=1e-5, atol=1e-5)
     assert state.position.tolist() == [10] * 3
-    with native.turned_off():
-        numba = streaming.Streamer(model)
-        assert numba.kernel is None
+    with engine.use("numba"):
+        numba = Streamer(TrainedModel(model))
+        assert numba.compiled.kernel is None
         numba_logits, numba_state = numba(x)
     torch.testing.assert_close(numba_logits, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(numba_state.buffer, state.buffer, rtol=0, atol=2e-6)
@@ -193,8 +198,8 @@ def test_classifier_runs_native_kernels(monkeypatch):
     x = torch.randn(9, 11, 2)
     with torch.no_grad():
         many, few = model(x), model(x[:7])
-        model.rnn.fused = False
-        expected = model(x)
+        with engine.use("torch"):
+            expected = model(x)
     assert calls == [9, 7]
     torch.testing.assert_close(many, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(few, expected[:7], rtol=1e-5, atol=1e-5)
@@ -203,9 +208,9 @@ def test_classifier_runs_native_kernels(monkeypatch):
 @needs_lanes
 def test_a_frozen_stack_keeps_its_kernel_per_length_until_frozen_again():
     model = DilatedRNNClassifier(2, [6, 6], [1, 2], "lstm", num_classes=4).eval()
-    kernels.freeze(model.rnn)
+    engine.freeze(model.rnn)
     x = torch.randn(3, 11, 2)
-    bound = lambda: [v for k, v in model.rnn._index_cache.items() if k[0] == "native"]
+    bound = lambda: list(stack._state(model.rnn).kernels.values())
     with torch.no_grad():
         first = model(x)
         model(x)
@@ -213,10 +218,10 @@ def test_a_frozen_stack_keeps_its_kernel_per_length_until_frozen_again():
         assert len(bound()) == 2  # one per length
         model.rnn.layers[0].weight_hh_l0.mul_(0.5)
         assert torch.equal(model(x), first)  # frozen: a later change is not seen ...
-        kernels.freeze(model.rnn)
+        engine.freeze(model.rnn)
         changed = model(x)  # ... until it is frozen again
-        model.rnn.fused = False
-        expected = model(x)
+        with engine.use("torch"):
+            expected = model(x)
     assert not torch.allclose(changed, first)
     torch.testing.assert_close(changed, expected, rtol=1e-5, atol=1e-5)
 
@@ -226,18 +231,26 @@ def test_unavailable_without_a_compiler_or_when_turned_off(tmp_path, monkeypatch
     monkeypatch.setenv("DRNN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler")
     assert not native.available() and list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    assert engine.backend() == "numba" and not engine.can_run("native")
+    with pytest.raises(UserError, match="native engine cannot run"):
+        with engine.use("native"):
+            pass
     model = DilatedRNNClassifier(1, [4, 4], [1, 2], "lstm", num_classes=3).eval()
     x = torch.randn(10, 9, 1)
     with torch.no_grad():
         got = model(x)  # Numba's kernel
-        model.rnn.fused = False
-        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(native, "_library", None)
-    monkeypatch.setenv("DRNN_NATIVE", "0")
-    monkeypatch.delenv("CC")
-    assert not native.available()
+        with engine.use("torch"):
+            torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="not available"):
         _native(model, x)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("DRNN_ENGINE", "numba")  # turned off: the native kernels never run, wherever they could
+    calls = []
+    monkeypatch.setattr(native.StackKernel, "run", lambda *a, **k: calls.append(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), got, rtol=1e-5, atol=1e-5)
+    assert engine.backend() == "numba" and calls == []
 
 
 @needs_lanes

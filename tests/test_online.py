@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from dilated_rnn.cli import main
-from dilated_rnn.export import export_step_onnx
+from dilated_rnn.deploy.export import export_step_onnx
 from dilated_rnn.model import DilatedRNNClassifier
-from dilated_rnn.online import OnnxStream, TorchStream, anytime_accuracy, stream_sequences
+from dilated_rnn.deploy.stream import OnnxStream, TorchStream, anytime_accuracy, stream_sequences
 from dilated_rnn.pretrained import load_pretrained
-from dilated_rnn.transform import InputTransform
+from dilated_rnn.trained import TrainedModel
+from dilated_rnn.data.transform import InputTransform
 
 
 def _prefix_logits(model, transform, sequence, first: int = 0):
@@ -24,9 +25,10 @@ def _prefix_logits(model, transform, sequence, first: int = 0):
 
 @pytest.mark.parametrize("name", ["lstm-mnist", "gru-mnist", "rnn-mnist"])
 def test_step_graph_streams_real_images_like_pytorch(tmp_path, mnist, name):
-    model, transform, card = load_pretrained(name)
+    _loaded = load_pretrained(name)
+    model, transform, card = _loaded.model, _loaded.transform, _loaded.card
     images = mnist["test"].subset(3)
-    report = export_step_onnx(model, transform, tmp_path / "step.onnx", images.images)
+    report = export_step_onnx(_loaded, tmp_path / "step.onnx", images.sequences())
     assert report["parity"]["passed"] and report["parity"]["max_abs_diff"] < 1e-4
     ops = {n.op_type for n in onnx.load(str(tmp_path / "step.onnx")).graph.node}
     assert "Mod" not in ops and not ops & {"LSTM", "GRU", "RNN", "Loop", "Scan"}  # slices and concats
@@ -42,7 +44,7 @@ def test_step_graph_of_a_normalized_model_with_a_wide_readout(tmp_path):
     model = DilatedRNNClassifier(3, [6, 5], [2, 4], "gru", num_classes=4).eval()
     transform = InputTransform(None, torch.tensor([5.0, -1.0, 0.0]), torch.tensor([2.0, 0.5, 3.0]))
     sequences = [np.random.default_rng(i).normal(4, 2, (n, 3)).astype(np.float32) for i, n in enumerate((9, 14))]
-    export_step_onnx(model, transform, tmp_path / "step.onnx", sequences)
+    export_step_onnx(TrainedModel(model, transform), tmp_path / "step.onnx", sequences)
     got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
     for seq, logits in zip(sequences, got):
         assert np.isnan(logits[0]).all()
@@ -50,11 +52,12 @@ def test_step_graph_of_a_normalized_model_with_a_wide_readout(tmp_path):
 
 
 def test_torch_stream_in_chunks_and_batches_equals_one_sample_at_a_time():
-    model, transform, card = load_pretrained("gru-mnist")
+    _loaded = load_pretrained("gru-mnist")
+    model, transform, card = _loaded.model, _loaded.transform, _loaded.card
     rng = np.random.default_rng(0)
     sequences = [rng.random((n, 1), dtype=np.float32) for n in (30, 41, 17)]
-    one, per_sample = stream_sequences(TorchStream(model, transform), sequences)
-    many, _ = stream_sequences(TorchStream(model, transform), sequences, batch_size=3, chunk=7)
+    one, per_sample = stream_sequences(TorchStream(_loaded), sequences)
+    many, _ = stream_sequences(TorchStream(_loaded), sequences, batch_size=3, chunk=7)
     assert len(per_sample) == 30 + 41 + 17
     for a, b, seq in zip(one, many, sequences):
         assert a.shape == (len(seq), 10)

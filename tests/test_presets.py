@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dilated_rnn.cli import main
-from dilated_rnn.presets import ADAM_LATE_WD, DEFAULTS, PRESETS, resolve
+from dilated_rnn.training.presets import ADAM_LATE_WD, DEFAULTS, PRESETS, resolve
 from dilated_rnn.pretrained import available
 
 SMALL = ["--hidden-sizes", "8", "--dilations", "1,4,16", "--train-limit", "256", "--val-limit", "100",

@@ -5,10 +5,11 @@ import torch
 
 from dilated_rnn.cli import main
 from dilated_rnn.errors import UserError
-from dilated_rnn.evaluate import evaluate
+from dilated_rnn.training.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.pretrained import available, load_pretrained, save_pretrained
-from dilated_rnn.sources import load_model
+from dilated_rnn.data.transform import InputTransform
+from dilated_rnn.trained import TrainedModel, load_model
 
 NAMES = ["gru-mnist", "gru-pmnist", "lstm-mnist", "lstm-pmnist", "rnn-mnist", "rnn-pmnist"]
 
@@ -23,7 +24,8 @@ def test_six_models_are_shipped():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_accuracy_is_reproduced_on_the_test_set(name, mnist):
-    model, perm, card = load_pretrained(name)
+    _loaded = load_pretrained(name)
+    model, perm, card = _loaded.model, _loaded.transform, _loaded.card
     report = evaluate(model, mnist["test"], perm)
     assert report["accuracy"] == pytest.approx(card["test_accuracy"], abs=5e-4)  # GPU vs CPU rounding: <= 5 images
 
@@ -31,8 +33,9 @@ def test_shipped_accuracy_is_reproduced_on_the_test_set(name, mnist):
 def test_save_and_load_round_trip(tmp_path):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru"))
     perm = torch.randperm(784)
-    save_pretrained(model, perm, {"test_accuracy": 0.5}, tmp_path, "tiny")
-    loaded, transform, card = load_pretrained("tiny", tmp_path)
+    save_pretrained(TrainedModel(model, InputTransform(perm)), {"test_accuracy": 0.5}, tmp_path, "tiny")
+    _loaded = load_pretrained("tiny", tmp_path)
+    loaded, transform, card = _loaded.model, _loaded.transform, _loaded.card
     loaded_perm = transform.permutation
     x = torch.rand(2, 30, 1)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
@@ -59,8 +62,10 @@ def test_commands_take_pretrained_models(tmp_path, mnist_dir, capsys):
 
 @pytest.mark.parametrize("name", ["lstm-mnist", "gru-pmnist"])
 def test_load_model_accepts_both_sources(name, shipped_checkpoint):
-    shipped, transform, data = load_model(f"pretrained:{name}")
-    from_checkpoint, transform2, data2 = load_model(shipped_checkpoint(name))
+    _loaded = load_model(f"pretrained:{name}")
+    shipped, transform, data = _loaded.model, _loaded.transform, _loaded.data
+    _loaded = load_model(shipped_checkpoint(name))
+    from_checkpoint, transform2, data2 = _loaded.model, _loaded.transform, _loaded.data
     perm, perm2 = transform.permutation, transform2.permutation
     assert data["spec"] == data2["spec"] == "mnist" and transform.mean is None is transform2.mean
     assert (perm is None) == (perm2 is None) == (name == "lstm-mnist")

@@ -1,6 +1,6 @@
 import pytest
 
-from dilated_rnn.pruning import plan_outputs
+from dilated_rnn.model.pruning import plan_outputs
 
 PAPER = [2**i for i in range(9)]
 

@@ -5,9 +5,9 @@ import torch
 
 from torch import nn
 
-from dilated_rnn.cells import CELLS
+from dilated_rnn.model.cells import CELLS
 from dilated_rnn.model import DilatedRNN
-from dilated_rnn.reference import cell_step, reference_forward
+from dilated_rnn.model.reference import cell_step, reference_forward
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

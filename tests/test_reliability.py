@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from dilated_rnn.checkpoint import load_checkpoint
+from dilated_rnn.training.checkpoint import load_checkpoint
 
 ARGS = ["--hidden-sizes", "8", "--dilations", "1,2,4,8", "--steps", "40", "--batch-size", "16", "--eval-every", "3",
         "--log-every", "1", "--train-limit", "512", "--val-limit", "40", "--test-limit", "40", "--no-progress",
@@ -93,12 +93,12 @@ def test_a_second_run_on_the_same_directory_is_refused(tmp_path, mnist_dir, caps
 def test_a_write_error_keeps_the_last_good_checkpoint_and_resume_works(tmp_path, mnist_dir, monkeypatch, capsys):
     import errno
 
-    import dilated_rnn.checkpoint
+    import dilated_rnn.training.checkpoint
     from dilated_rnn.cli import main
 
     data = ["--data-dir", str(mnist_dir)]
     assert main(["train", "--run-dir", str(tmp_path / "whole"), *ARGS, *data]) == 0
-    real = dilated_rnn.checkpoint.write_bytes
+    real = dilated_rnn.training.checkpoint.write_bytes
     writes = []
 
     def failing(path, blob):  # the disk fills at the fifth checkpoint write, half-way through it
@@ -109,14 +109,14 @@ def test_a_write_error_keeps_the_last_good_checkpoint_and_resume_works(tmp_path,
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, blob)
 
-    monkeypatch.setattr(dilated_rnn.checkpoint, "write_bytes", failing)
+    monkeypatch.setattr(dilated_rnn.training.checkpoint, "write_bytes", failing)
     capsys.readouterr()
     assert main(["train", "--run-dir", str(tmp_path / "run"), *ARGS, *data]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "No space left on device" in err and "Traceback" not in err
     kept = load_checkpoint(tmp_path / "run" / "last.pt")  # the previous good file, whole and loadable
     assert 0 < kept["step"] < 40
-    monkeypatch.setattr(dilated_rnn.checkpoint, "write_bytes", real)  # space is back
+    monkeypatch.setattr(dilated_rnn.training.checkpoint, "write_bytes", real)  # space is back
     assert main(["train", "--resume", str(tmp_path / "run"), *data, "--no-progress", "--threads", "1"]) == 0
     whole, resumed = (load_checkpoint(tmp_path / r / "last.pt") for r in ("whole", "run"))
     for key, value in whole["model"].items():

@@ -3,8 +3,8 @@ import pytest
 from dilated_rnn.cli import main
 from dilated_rnn.errors import UserError
 from dilated_rnn.model import ModelConfig
-from dilated_rnn.report import write_report
-from dilated_rnn.train import TrainConfig, train
+from dilated_rnn.tools.report import write_report
+from dilated_rnn.training.train import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

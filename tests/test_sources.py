@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dilated_rnn.errors import UserError
-from dilated_rnn.sources import ModelSource, load_model, parse_source, pretrained_source
+from dilated_rnn.trained import ModelSource, load_model, parse_source, pretrained_source
 
 
 @pytest.mark.parametrize("text,kind,location", [
@@ -21,7 +21,8 @@ def test_parse_source(text, kind, location):
 
 def test_pretrained_source_loads_the_shipped_model():
     assert pretrained_source("rnn-pmnist") == ModelSource("pretrained", "rnn-pmnist")
-    model, transform, data = load_model(pretrained_source("rnn-pmnist"))
+    _loaded = load_model(pretrained_source("rnn-pmnist"))
+    model, transform, data = _loaded.model, _loaded.transform, _loaded.data
     perm = transform.permutation
     assert data["spec"] == "mnist" and data["classes"] == [str(k) for k in range(10)]
     assert not model.training and model.config.cell == "rnn"

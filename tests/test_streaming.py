@@ -1,4 +1,4 @@
-"""Streaming (``streaming.py``): fed in chunks of any sizes, a stack or classifier gives exactly what it
+"""Streaming (``model/streaming.py``, ``deploy/stream.py``): fed in chunks of any sizes, a stack or classifier gives exactly what it
 gives on the whole sequence, with a state of the documented size; the step graph reproduces it."""
 
 import copy
@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier
-from dilated_rnn.reference import reference_forward
-from dilated_rnn.streaming import Layout, Streamer, StreamState, reset_rows
-from dilated_rnn.transform import InputTransform
+from dilated_rnn.model.reference import reference_forward
+from dilated_rnn import engine
+from dilated_rnn.deploy.stream import Streamer
+from dilated_rnn.model.streaming import Layout, StreamState, reset_rows
+from dilated_rnn.trained import TrainedModel
+from dilated_rnn.data.transform import InputTransform
 
 CELLS = ("rnn", "lstm", "gru")
 # nested, not nested, d0 > 1, decreasing, a single layer
@@ -60,8 +63,8 @@ def test_compiled_stream_equals_the_reference_and_the_pytorch_step(cell, dilatio
     expected = reference_forward(copy.deepcopy(rnn).double(), x.double()).float()
     with torch.no_grad():
         compiled, state = _stream(rnn, x, _chunks(37, 1))
-        rnn.fused = False
-        pytorch, state_pt = _stream(rnn, x, _chunks(37, 2))
+        with engine.use("torch"):
+            pytorch, state_pt = _stream(rnn, x, _chunks(37, 2))
     torch.testing.assert_close(compiled, expected, rtol=0, atol=2e-6)  # the kernels' tanh: |error| < 3e-7
     torch.testing.assert_close(pytorch, expected, rtol=0, atol=2e-6)
     torch.testing.assert_close(state.buffer, state_pt.buffer, rtol=0, atol=2e-6)
@@ -141,11 +144,11 @@ def test_streamer_normalizes_raw_samples_and_refuses_what_cannot_stream():
     clf = DilatedRNNClassifier(2, [4, 4], [1, 2], "gru", num_classes=3).eval()
     transform = InputTransform(None, torch.tensor([1.0, -2.0]), torch.tensor([2.0, 0.5]))
     raw = torch.randn(2, 12, 2)
-    logits, _ = Streamer(clf, transform)(raw[:, :5])
-    more, _ = Streamer(clf, transform)(raw[:, 5:], _)
+    logits, _ = Streamer(TrainedModel(clf, transform))(raw[:, :5])
+    more, _ = Streamer(TrainedModel(clf, transform))(raw[:, 5:], _)
     with torch.no_grad():
         expected = torch.stack([clf(transform(raw[:, : t + 1])) for t in range(12)], dim=1)
     torch.testing.assert_close(torch.cat([logits, more], 1), expected, rtol=0, atol=2e-6)
     for bad in (InputTransform(torch.arange(12).flip(0)), InputTransform(per_sequence=True)):
         with pytest.raises(ValueError, match="cannot consume samples as they arrive"):
-            Streamer(clf, bad)
+            Streamer(TrainedModel(clf, bad))

@@ -7,14 +7,15 @@ import sys
 import pytest
 import torch
 
-import dilated_rnn.train
+import dilated_rnn.training.train
 
-from dilated_rnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from dilated_rnn.data import pixel_permutation, to_sequences
+from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from dilated_rnn.data.mnist import pixel_permutation
+from dilated_rnn.data.transform import InputTransform
 from dilated_rnn.errors import ParameterError, UserError
-from dilated_rnn.evaluate import evaluate
+from dilated_rnn.training.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.train import TrainConfig, TrainingDiverged, train
+from dilated_rnn.training.train import TrainConfig, TrainingDiverged, train
 
 TINY = ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 4, 16), cell="lstm")
 
@@ -133,7 +134,7 @@ def test_weight_decay_starts_at_its_step(tmp_path, small_mnist, optimizer):
 
 
 def test_label_smoothing_trains_on_the_smoothed_cross_entropy(small_mnist):
-    x = to_sequences(small_mnist["train"].images[:16])[:, ::8]  # 98 steps: fast
+    x = small_mnist["train"].x[:16, ::8]  # 98 steps: fast
     y = small_mnist["train"].labels[:16]
     eps, K = 0.2, 10
     models = []
@@ -141,7 +142,7 @@ def test_label_smoothing_trains_on_the_smoothed_cross_entropy(small_mnist):
         torch.manual_seed(3)
         models.append(DilatedRNNClassifier.from_config(TINY))
     opts = [torch.optim.SGD(m.parameters(), lr=0.5) for m in models]
-    loss = dilated_rnn.train.train_step(models[0], opts[0], x, y, label_smoothing=eps)
+    loss = dilated_rnn.training.train.train_step(models[0], opts[0], x, y, label_smoothing=eps)
     # Straight from the definition: targets (1 - eps) on the label plus eps / K on every class.
     target = torch.full((16, K), eps / K)
     target[torch.arange(16), y] += 1 - eps
@@ -152,12 +153,12 @@ def test_label_smoothing_trains_on_the_smoothed_cross_entropy(small_mnist):
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     plain = torch.nn.functional.cross_entropy(models[0](x), y).item()
-    assert dilated_rnn.train.train_step(models[0], opts[0], x, y) == pytest.approx(plain, rel=1e-6)
+    assert dilated_rnn.training.train.train_step(models[0], opts[0], x, y) == pytest.approx(plain, rel=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_sharpness_aware_step_follows_the_definition(small_mnist, cell):
-    x = to_sequences(small_mnist["train"].images[:16])[:, ::8]  # 98 steps: fast
+    x = small_mnist["train"].x[:16, ::8]  # 98 steps: fast
     y = small_mnist["train"].labels[:16]
     config = ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 4, 16), cell=cell)
     rho, clip = 0.05, 0.5
@@ -167,7 +168,7 @@ def test_sharpness_aware_step_follows_the_definition(small_mnist, cell):
         models.append(DilatedRNNClassifier.from_config(config))
     start = copy.deepcopy(models[0].state_dict())
     opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in models]
-    loss = dilated_rnn.train.train_step(models[0], opts[0], x, y, clip=clip, sam=rho)
+    loss = dilated_rnn.training.train.train_step(models[0], opts[0], x, y, clip=clip, sam=rho)
     # Straight from the definition, on a separate copy: e = rho g / ||g|| at w, the gradient at w + e,
     # clipped, applied at w.
     model = models[1]
@@ -190,19 +191,19 @@ def test_sharpness_aware_step_follows_the_definition(small_mnist, cell):
     torch.manual_seed(3)
     plain = DilatedRNNClassifier.from_config(config)
     plain.load_state_dict(start)
-    dilated_rnn.train.train_step(plain, torch.optim.Adam(plain.parameters(), lr=1e-2), x, y, clip=clip)
+    dilated_rnn.training.train.train_step(plain, torch.optim.Adam(plain.parameters(), lr=1e-2), x, y, clip=clip)
     assert not torch.allclose(plain.head.weight, models[0].head.weight, atol=1e-4)
 
 
 def test_a_run_trains_on_its_label_smoothing_and_sam_from_its_start(tmp_path, small_mnist, monkeypatch):
     seen = []
-    real_step = dilated_rnn.train.train_step
+    real_step = dilated_rnn.training.train.train_step
 
     def spy(*args, **kwargs):
         seen.append(args[5:])  # label smoothing, SAM radius
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(dilated_rnn.train, "train_step", spy)
+    monkeypatch.setattr(dilated_rnn.training.train, "train_step", spy)
     train(tmp_path / "run", small_mnist, TINY, _cfg(steps=3, label_smoothing=0.3, sam=0.05, sam_start=1),
           device="cpu", progress=False)
     assert seen == [(0.3, 0.0), (0.3, 0.05), (0.3, 0.05)]
@@ -243,12 +244,12 @@ def test_permutation_travels_in_the_checkpoint(tmp_path, small_mnist):
     assert torch.equal(ckpt["permutation"], pixel_permutation(ckpt["train_config"]["seed"]))
     model = model_from_checkpoint(ckpt)  # the stored permutation is the one the run validated with
     record = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()][-1]
-    assert evaluate(model, small_mnist["val"], ckpt["permutation"])["loss"] == pytest.approx(record["val_loss"], rel=1e-6)
+    assert evaluate(model, small_mnist["val"], InputTransform(ckpt["permutation"]))["loss"] == pytest.approx(record["val_loss"], rel=1e-6)
     assert abs(evaluate(model, small_mnist["val"], None)["loss"] - record["val_loss"]) > 1e-4  # float noise: ~1e-7
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_path, small_mnist, monkeypatch):
-    real_step = dilated_rnn.train.train_step
+    real_step = dilated_rnn.training.train.train_step
     calls = []
 
     def step_then_nan(*args, **kwargs):
@@ -256,7 +257,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_p
         loss = real_step(*args, **kwargs)
         return float("nan") if len(calls) > 7 else loss
 
-    monkeypatch.setattr(dilated_rnn.train, "train_step", step_then_nan)
+    monkeypatch.setattr(dilated_rnn.training.train, "train_step", step_then_nan)
     with pytest.raises(TrainingDiverged, match="loss nan at step 8"):
         train(tmp_path / "d", small_mnist, TINY, _cfg(), device="cpu", progress=False)
     assert load_checkpoint(tmp_path / "d" / "last.pt")["step"] == 6
@@ -305,7 +306,7 @@ def test_resume_of_an_averaging_run_without_its_average_is_a_clear_error(tmp_pat
 @pytest.mark.parametrize("select_ties, kept_step", [("earliest", 3), ("loss", 9)])
 def test_ties_at_the_best_accuracy_go_where_select_ties_says(tmp_path, small_mnist, monkeypatch, select_ties,
                                                              kept_step):
-    real_evaluate = dilated_rnn.train.evaluate
+    real_evaluate = dilated_rnn.training.train.evaluate
     scores = iter([(0.5, 0.9), (0.5, 0.8), (0.5, 0.7), (0.4, 0.1)])  # steps 3, 6, 9, 12: a tie, then worse
 
     def scripted(*args, **kwargs):
@@ -314,7 +315,7 @@ def test_ties_at_the_best_accuracy_go_where_select_ties_says(tmp_path, small_mni
             report["accuracy"], report["loss"] = next(scores)
         return report
 
-    monkeypatch.setattr(dilated_rnn.train, "evaluate", scripted)
+    monkeypatch.setattr(dilated_rnn.training.train, "evaluate", scripted)
     result = train(tmp_path / "run", small_mnist, TINY, _cfg(eval_every=3, select_ties=select_ties), device="cpu",
                    progress=False)
     assert result["best"]["step"] == kept_step and load_checkpoint(tmp_path / "run" / "best.pt")["step"] == kept_step
@@ -340,7 +341,7 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
     """A 64 MB array freed and allocated again: fresh pages (faulted in one by one) by default, the same
     heap pages once ``keep_freed_memory`` has run (in a subprocess: it changes the process's policy)."""
     code = ("import resource, sys, numpy as np\n"
-            "from dilated_rnn.train import keep_freed_memory\n"
+            "from dilated_rnn.training.train import keep_freed_memory\n"
             "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
             "def faults():\n"
             "    a = np.empty(16 << 20, np.float32); a.fill(1.0); del a\n"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn.transform import InputTransform, as_transform, fit_normalization
+from dilated_rnn.data.transform import InputTransform, fit_normalization
 
 
 def _padded(rng, lengths, F=3, fill=1e3):
@@ -49,7 +49,9 @@ def test_stored_forms_round_trip(transform):
     torch.testing.assert_close(again(x), transform(x))
 
 
-def test_a_bare_permutation_is_the_mnist_transform():
+def test_a_permutation_alone_is_the_permuted_mnist_transform_and_cannot_stream():
     perm = torch.randperm(784)
     x = torch.rand(2, 784, 1)
-    assert torch.equal(as_transform(perm)(x), x[:, perm]) and as_transform(None)(x) is x
+    assert torch.equal(InputTransform(perm)(x), x[:, perm]) and InputTransform()(x) is x
+    assert InputTransform().streamable and not InputTransform(perm).streamable
+    assert not InputTransform(per_sequence=True).streamable

@@ -1,0 +1,99 @@
+"""What turns a raw input sequence into the model's input: one object that travels with every model.
+
+Raw inputs are what a deployed model takes: MNIST pixels in [0, 1] in natural
+order, or a user's values as recorded. ``InputTransform`` reorders the steps
+(permuted MNIST) and standardises the values: ``channel`` with per-channel
+statistics fitted on the training split, or ``sequence``, each sequence by its
+own per-channel mean and standard deviation over its real steps (the UCR
+archive's convention, for data whose scale varies from sequence to sequence).
+The checkpoint, the shipped card and the exported graph all carry it, so
+training, evaluation and deployment apply the same one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+_TINY = 1e-8  # a standard deviation below this (a constant channel) counts as 1
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    permutation: torch.Tensor | None = None  # [T] int64: step t reads step permutation[t]
+    mean: torch.Tensor | None = None  # [F] float32, per channel, over the real steps of the training split
+    std: torch.Tensor | None = None  # [F] float32, likewise (never 0: constant channels keep std 1)
+    per_sequence: bool = False  # standardise each sequence by its own statistics instead
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw [N, T, F] (sequence n real for its first ``lengths[n]`` steps) -> the model's input [N, T, F]."""
+        if self.permutation is not None:
+            x = x.index_select(1, self.permutation.to(x.device))
+        if self.per_sequence:
+            x = _standardise_each(x, lengths)
+        elif self.mean is not None:
+            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return x
+
+    @property
+    def identity(self) -> bool:
+        """Whether it leaves every input as it is."""
+        return self.permutation is None and self.mean is None and not self.per_sequence
+
+    @property
+    def streamable(self) -> bool:
+        """Whether a sample can be transformed as it arrives: neither a permutation nor per-sequence statistics
+        need the whole sequence first."""
+        return self.permutation is None and not self.per_sequence
+
+    @property
+    def normalization(self) -> dict | None:
+        if self.per_sequence:
+            return {"per_sequence": True}
+        return None if self.mean is None else {"mean": self.mean, "std": self.std}
+
+    def to_json(self) -> dict:
+        """Plain lists, for model cards and config.json."""
+        norm = self.normalization
+        as_list = lambda v: v.tolist() if isinstance(v, torch.Tensor) else v
+        return {"permutation": as_list(self.permutation),
+                "normalization": None if norm is None else {k: as_list(v) for k, v in norm.items()}}
+
+    @classmethod
+    def from_parts(cls, permutation=None, normalization: dict | None = None) -> "InputTransform":
+        """From a stored permutation (tensor or list) and normalization (as ``normalization`` gives it)."""
+        perm = None if permutation is None else torch.as_tensor(permutation, dtype=torch.long)
+        if normalization is None:
+            return cls(perm)
+        if normalization.get("per_sequence"):
+            return cls(perm, per_sequence=True)
+        mean, std = (torch.as_tensor(normalization[k], dtype=torch.float32) for k in ("mean", "std"))
+        return cls(perm, mean, std)
+
+
+def _standardise_each(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Each row by its own per-channel mean and std over its real steps (padding after them is ignored)."""
+    if lengths is None:
+        mean, std = x.mean(1, keepdim=True), x.std(1, keepdim=True, correction=0)
+    else:
+        mask = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)
+        count = lengths.to(x.dtype).reshape(-1, 1, 1)  # [N, 1, 1]
+        mean = (x * mask).sum(1, keepdim=True) / count
+        std = ((((x - mean) * mask) ** 2).sum(1, keepdim=True) / count).sqrt()
+    return (x - mean) / torch.where(std > _TINY, std, torch.ones_like(std))
+
+
+def fit_normalization(x: torch.Tensor, lengths: torch.Tensor, kind: str = "channel") -> InputTransform:
+    """The ``kind`` of normalization (``config.NORMALIZATIONS``) of padded sequences [N, T, F] with ``lengths`` [N].
+
+    ``channel``: per-channel mean and std over the real steps of the given (training) sequences.
+    """
+    if kind == "none":
+        return InputTransform()
+    if kind == "sequence":
+        return InputTransform(per_sequence=True)
+    mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # [N, T]
+    values = x[mask].double()  # [sum of lengths, F]
+    mean, std = values.mean(0), values.std(0, correction=0)
+    std = torch.where(std > _TINY, std, torch.ones_like(std))
+    return InputTransform(None, mean.float(), std.float())

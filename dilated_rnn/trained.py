@@ -1,0 +1,112 @@
+"""A trained model, whole: the classifier, its input transform and what it was trained on; and where one comes from.
+
+``TrainedModel`` is the one shape of a trained model: what a checkpoint, a
+shipped card and an export carry (the config and weights in ``model``, the
+input transform, the data's description: class names, channels, lengths), so
+evaluate, export, infer, stream, bench and the pipeline all take it. It takes
+raw values as the data came: ``module()`` is the transform and the classifier as
+one ``nn.Module``, the form that is exported and that every backend runs.
+
+A model argument (``load_model``) is a checkpoint written by ``drnn train``
+(``.pt``), a shipped model (``pretrained:NAME``, listed by ``drnn pretrained``),
+or, where a command runs exported graphs, an ``.onnx`` file or an OpenVINO IR
+(``.xml``): ``parse_source`` tells which, for every command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "pretrained:"
+KINDS = ("checkpoint", "pretrained", "onnx", "openvino")
+GRAPH_SUFFIXES = {".onnx": "onnx", ".xml": "openvino"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # one of KINDS
+    location: str  # a path, or the shipped model's name
+
+    def __str__(self) -> str:
+        return PREFIX + self.location if self.kind == "pretrained" else self.location
+
+
+def parse_source(source) -> ModelSource:
+    """``pretrained:NAME``, a ``.onnx`` or ``.xml`` path, or a checkpoint path."""
+    if isinstance(source, ModelSource):
+        return source
+    text = str(source)
+    if text.startswith(PREFIX):
+        return ModelSource("pretrained", text[len(PREFIX):])
+    return ModelSource(GRAPH_SUFFIXES.get(Path(text).suffix, "checkpoint"), text)
+
+
+def pretrained_source(name: str) -> ModelSource:
+    return ModelSource("pretrained", name)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A ``DilatedRNNClassifier`` (evaluation mode), its ``InputTransform`` (raw inputs -> the model's), and
+    ``data``, ``Dataset.info()`` of what it was trained on (None: not recorded). ``card``: what else its
+    source recorded (a shipped model's card: name, test accuracy, training config)."""
+
+    model: object
+    transform: object = None  # InputTransform; None: the identity
+    data: dict | None = None
+    card: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.transform is None:
+            from .data.transform import InputTransform
+
+            object.__setattr__(self, "transform", InputTransform())
+
+    @property
+    def config(self):
+        """The classifier's ``ModelConfig``."""
+        return self.model.config
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, in the order of the logits (class indices when the data did not record them)."""
+        if self.data and self.data.get("classes"):
+            return tuple(self.data["classes"])
+        return tuple(str(k) for k in range(self.config.num_classes))
+
+    @property
+    def fixed_length(self) -> int | None:
+        """The one sequence length the model was trained on, if the data had one."""
+        return (self.data or {}).get("fixed_length")
+
+    def module(self, full: bool = False):
+        """The transform and the classifier as one module: raw [N, T, F] (and lengths [N]) -> logits [N, K].
+        ``full``: the computation of every step (one graph for every length, as variable-length export needs)."""
+        from .deploy.raw import RawInputClassifier
+
+        return RawInputClassifier(self.model, self.transform, full)
+
+    def to(self, *args, **kwargs) -> "TrainedModel":
+        """A copy whose classifier is moved or cast (``nn.Module.to``); the original is left as it was."""
+        import copy
+
+        return TrainedModel(copy.deepcopy(self.model).to(*args, **kwargs), self.transform, self.data, self.card)
+
+
+def load_model(source) -> TrainedModel:
+    """A checkpoint's or a shipped model's ``TrainedModel`` (``source``: a path, ``pretrained:NAME``, or a
+    ``ModelSource``)."""
+    from .data.mnist import legacy_info
+    from .errors import UserError
+    from .pretrained import load_pretrained
+    from .training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
+
+    src = parse_source(source)
+    if src.kind == "pretrained":
+        return load_pretrained(src.location)
+    if src.kind in GRAPH_SUFFIXES.values():
+        raise UserError(f"{src.location}: an exported graph, not a checkpoint; this command needs a .pt or pretrained:NAME")
+    ckpt = load_checkpoint(src.location)
+    return TrainedModel(model_from_checkpoint(ckpt, src.location).eval(), transform_from_checkpoint(ckpt, src.location),
+                        ckpt.get("data") or legacy_info())
