@@ -14,7 +14,8 @@ import sys
 import torch
 
 from dilated_rnn.config import INITS
-from dilated_rnn.data.copy_task import CLASSES, TOKENS, recall_gradients
+from dilated_rnn.data.copy_task import CLASSES, TOKENS
+from dilated_rnn.tools.analysis import recall_gradients
 from dilated_rnn.model import DilatedRNNClassifier
 
 LAYERS, UNITS = 9, 10

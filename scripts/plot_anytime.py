@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from dilated_rnn.deploy.stream import plot_anytime
+from dilated_rnn.tools.plotting import plot_anytime
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
-from dilated_rnn.pretrained import WEIGHTS_DIR, save_pretrained
+from dilated_rnn.trained import WEIGHTS_DIR, TrainedModel, save_pretrained
 
 
 def main(argv=None) -> int:
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         "source": str(args.run_dir),
         "data": ckpt.get("data"),
     }
-    save_pretrained(model_from_checkpoint(ckpt), transform_from_checkpoint(ckpt), card, WEIGHTS_DIR, args.name)
+    save_pretrained(TrainedModel(model_from_checkpoint(ckpt), transform_from_checkpoint(ckpt)), card, WEIGHTS_DIR, args.name)
     print(f"wrote {WEIGHTS_DIR / args.name}.safetensors and .json")
     return 0
 

@@ -42,7 +42,7 @@ def _collector_unfrozen():
 def shipped_checkpoint(tmp_path_factory):
     """``make(name)``: a checkpoint file, as ``drnn train`` writes one, holding a shipped model's weights."""
     from dilated_rnn.training.checkpoint import save_checkpoint
-    from dilated_rnn.pretrained import load_pretrained
+    from dilated_rnn.trained import load_pretrained
 
     root = tmp_path_factory.mktemp("checkpoints")
 

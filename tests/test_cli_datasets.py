@@ -134,7 +134,7 @@ def test_a_user_model_ships_as_a_pretrained_model(vowels_run, tmp_path):
     from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
     from dilated_rnn.data.datasets import load_dataset
     from dilated_rnn.training.evaluate import evaluate
-    from dilated_rnn.pretrained import load_pretrained, save_pretrained
+    from dilated_rnn.trained import load_pretrained, save_pretrained
     from dilated_rnn.trained import TrainedModel
 
     ckpt = load_checkpoint(vowels_run / "best.pt")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dilated_rnn.training.evaluate import classification_report, evaluate, format_report, predict_logits
-from dilated_rnn.pretrained import load_pretrained
+from dilated_rnn.trained import load_pretrained
 
 
 def test_report_from_its_definitions():

@@ -7,7 +7,7 @@ from dilated_rnn.errors import UserError
 from dilated_rnn.deploy.export import export_onnx, export_openvino
 from dilated_rnn.deploy.infer import OpenvinoBackend, session
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.pretrained import load_pretrained
+from dilated_rnn.trained import load_pretrained
 from dilated_rnn.trained import TrainedModel
 
 

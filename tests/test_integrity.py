@@ -14,7 +14,7 @@ from dilated_rnn.deploy.export import export_onnx, export_openvino
 from dilated_rnn.deploy.infer import OnnxBackend, OpenvinoBackend
 from dilated_rnn.integrity import MANIFEST, seal, unseal
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.pretrained import WEIGHTS_DIR, load_pretrained
+from dilated_rnn.trained import WEIGHTS_DIR, load_pretrained
 
 CONFIG = ModelConfig(hidden_sizes=(6, 6), dilations=(1, 2), cell="lstm")
 

@@ -11,7 +11,7 @@ from dilated_rnn.cli import main
 from dilated_rnn.deploy.export import export_step_onnx
 from dilated_rnn.model import DilatedRNNClassifier
 from dilated_rnn.deploy.stream import OnnxStream, TorchStream, anytime_accuracy, stream_sequences
-from dilated_rnn.pretrained import load_pretrained
+from dilated_rnn.trained import load_pretrained
 from dilated_rnn.trained import TrainedModel
 from dilated_rnn.data.transform import InputTransform
 

@@ -6,7 +6,7 @@ import pytest
 
 from dilated_rnn.deploy import pipeline
 from dilated_rnn.deploy.pipeline import format_table, run_pipeline
-from dilated_rnn.pretrained import load_pretrained
+from dilated_rnn.trained import load_pretrained
 
 
 def test_pipeline_on_a_shipped_gru(tmp_path, mnist):

@@ -7,7 +7,7 @@ from dilated_rnn.cli import main
 from dilated_rnn.errors import UserError
 from dilated_rnn.training.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.pretrained import available, load_pretrained, save_pretrained
+from dilated_rnn.trained import available, load_pretrained, save_pretrained
 from dilated_rnn.data.transform import InputTransform
 from dilated_rnn.trained import TrainedModel, load_model
 

@@ -254,7 +254,7 @@ def cmd_pipeline(args) -> int:
 
 
 def cmd_pretrained(args) -> int:
-    from ..pretrained import available
+    from ..trained import available
     from ..trained import pretrained_source
 
     print(f"{'name':14} {'cell':5} {'task':16} {'test acc':>8}  use as")

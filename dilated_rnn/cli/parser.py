@@ -81,15 +81,8 @@ def _recipe_flag(p, name: str, *flags: str, help: str, **kwargs) -> None:
     p.add_argument(*flags, dest=name, default=None, help=f"{help} (default: {DEFAULTS[name]})", **kwargs)
 
 
-def _add_train(sub) -> None:
-    t = _command(sub, "train", "train a classifier (pixel MNIST, or --data)", cmd.cmd_train)
-    t.add_argument("--run-dir", type=Path, default=None,
-                   help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
-    t.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
-                   help="continue the run in RUN_DIR from its last.pt, with its stored config (--steps may move its "
-                        "end, at a constant learning rate)")
-    t.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a named recipe (cell, task, optimizer, schedule, regularisers); explicit flags win")
+def _add_recipe_flags(t) -> None:
+    """The settings a preset fills (``training.presets.DEFAULTS``)."""
     _recipe_flag(t, "cell", "--cell", "-type", type=str.lower, choices=CELL_NAMES, help="recurrent cell")
     _recipe_flag(t, "permute", "--permute", action="store_const", const=True,
                  help="permuted MNIST, or any data of one length (fixed step permutation from --seed)")
@@ -115,6 +108,18 @@ def _add_train(sub) -> None:
     _recipe_flag(t, "init", "--init", choices=INITS,
                  help="cell initialisation: tf (the paper's code, Glorot-uniform) or orthogonal gate blocks")
     _recipe_flag(t, "forget_bias", "--forget-bias", type=float, help="initial bias of the LSTM forget gate")
+
+
+def _add_train(sub) -> None:
+    t = _command(sub, "train", "train a classifier (pixel MNIST, or --data)", cmd.cmd_train)
+    t.add_argument("--run-dir", type=Path, default=None,
+                   help="output directory (default: runs/<preset>, or runs/<cell>[-permuted])")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its last.pt, with its stored config (--steps may move its "
+                        "end, at a constant learning rate)")
+    t.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named recipe (cell, task, optimizer, schedule, regularisers); explicit flags win")
+    _add_recipe_flags(t)
     m, c = ModelConfig, TrainConfig
     t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=str(m.hidden_sizes[0]),
                    help="units per layer, comma-separated; one value is used for every layer")
