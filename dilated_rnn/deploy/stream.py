@@ -48,7 +48,7 @@ class Streamer:
         self.clf = clf.eval()
         self.transform = trained.transform
         self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)
-        self.weights = engine.stack.pack_weights(clf.rnn) if engine.fused() else None
+        self.weights = engine.pack_weights(clf.rnn) if engine.fused() else None
         head = clf.head.weight
         self.compiled = None  # the whole call on the compiled backend, where it runs
         if (self.weights is not None and clf.readout_steps == 1 and head.dtype == torch.float32
@@ -60,14 +60,14 @@ class Streamer:
 
     def __call__(self, x: torch.Tensor, state: StreamState | None = None):
         """Raw samples [B, n, F] -> logits [B, n, K] and the new state."""
+        if self.compiled is not None and x.dtype == torch.float32 and x.is_cpu:
+            state = check_state(state, self.layout, x)
+            buffer, position = state
+            x = self.transform(x.detach()).contiguous()
+            logits, buffer, position = self.compiled(x, buffer.to(torch.float32).contiguous(),
+                                                     position.to(torch.int64).contiguous())
+            return logits, StreamState(buffer, position)
         with torch.inference_mode():
-            if self.compiled is not None and x.dtype == torch.float32 and x.is_cpu:
-                state = check_state(state, self.layout, x)
-                buffer, position = state
-                x = self.transform(x.detach()).contiguous()
-                logits, buffer, position = self.compiled(x, buffer.to(torch.float32).contiguous(),
-                                                         position.to(torch.int64).contiguous())
-                return logits, StreamState(buffer, position)
             x = self.transform(x).to(self.clf.head.weight.dtype)
             return stream_classifier(self.clf, x, state, self.weights)
 

@@ -131,7 +131,7 @@ class DilatedRNN(nn.Module):
 
         ``state=None`` is the zero state before step 0. Feeding a sequence in chunks of any sizes,
         each call given the state the previous one returned, gives exactly ``forward`` of the whole
-        sequence. The state is a ``streaming.StreamState`` (its layout is in ``streaming.py``).
+        sequence. The state is a ``streaming.StreamState`` (its layout is in ``model/streaming.py``).
         """
         return stream_stack(self, x, state)
 
@@ -175,12 +175,13 @@ def _plan_indices(T: int, dilations: tuple[int, ...], steps: tuple[int, ...], de
     """``plan_outputs``'s gathers as indices on ``device``, per layer (gather, R, n, padded, residues, d), and
     the readout's rows: what the pruned PyTorch path reads; a pure function of its arguments, so memoized."""
     plan = plan_outputs(T, dilations, steps)
-    layers_plan = [
-        (_as_slice(lp.gather) or torch.tensor(lp.gather, device=device), len(lp.residues), lp.length,
-         lp.padded, torch.tensor(lp.residues, device=device), d)
-        for lp, d in zip(plan.layers, dilations)
-    ]
-    return layers_plan, torch.tensor(plan.readout, device=device)
+    with torch.inference_mode(False):  # shared by every later call: never inference tensors, which autograd refuses
+        layers_plan = [
+            (_as_slice(lp.gather) or torch.tensor(lp.gather, device=device), len(lp.residues), lp.length,
+             lp.padded, torch.tensor(lp.residues, device=device), d)
+            for lp, d in zip(plan.layers, dilations)
+        ]
+        return layers_plan, torch.tensor(plan.readout, device=device)
 
 
 def _as_slice(gather) -> slice | None:

@@ -101,7 +101,7 @@ def test_recall_gradients_reach_the_symbols_through_dilations_not_through_a_plai
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
