@@ -18,6 +18,8 @@ OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (data/transform.py)
 PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
+LAYOUTS = ("auto", "ntc", "nct")  # of a file's [N, ., .] arrays (data/readers.py)
+CLASS_WEIGHTS = ("none", "balanced")  # of the training loss
 FORMATS = ("onnx", "openvino")  # of exported graphs: ONNX, OpenVINO IR (export.py)
 DEFAULT_OPSET = 17
 ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
@@ -115,10 +117,15 @@ class TrainConfig:
     permute: bool = False  # permuted MNIST (or any fixed-length data): the step order drawn from the seed
     seed: int = 92916  # initialisation, batch order, permutation and a drawn validation split
     data: str = "mnist"  # datasets.load_dataset's spec: mnist, PATH.npz, PATH_TRAIN.ts, ucr:NAME
-    val_fraction: float = 0.2  # of each class, held out for validation where the data gives none (not MNIST)
+    # Of each class, held out for validation where the data gives none (not MNIST). 0: no validation, every
+    # training sequence trains, and best.pt is the last step's weights (the run's length is the choice).
+    val_fraction: float = 0.2
     # How inputs are standardised (data/transform.py): "auto" is "none" for MNIST (pixels stay in [0, 1]) and
     # "channel" for other data; "sequence" standardises each sequence by its own statistics.
     normalize: str = "auto"
+    layout: str = "auto"  # how a file's arrays are read (data/readers.py): auto, ntc, or nct (sktime's [N, C, T])
+    # "balanced": each class's training loss weighted by N / (K * its count), so rare classes count as much
+    class_weight: str = "none"
     # Which validation keeps best.pt: the highest accuracy, its ties going to the earliest step ("earliest")
     # or to the lowest validation loss ("loss": for small validation sets, where ties are common).
     select_ties: str = "earliest"
@@ -140,12 +147,14 @@ class TrainConfig:
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("normalize", self.normalize, ("auto", *NORMALIZATIONS))
         _one_of("select_ties", self.select_ties, ("earliest", "loss"))
+        _one_of("layout", self.layout, LAYOUTS)
+        _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)
         for name in ("momentum", "clip", "warmup", "weight_decay", "weight_decay_start", "sam_start"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be non-negative, got {getattr(self, name)}")
         _fraction("ema", self.ema)
-        if not 0 < self.val_fraction < 1:
-            raise ParameterError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.val_fraction < 1:
+            raise ParameterError("val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _fraction("label_smoothing", self.label_smoothing)
         if not (math.isfinite(self.sam) and self.sam >= 0):
             raise ParameterError("sam", f"must be a non-negative radius, got {self.sam}")

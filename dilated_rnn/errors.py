@@ -18,5 +18,9 @@ class ParameterError(UserError, ValueError):
         self.problem = problem
 
 
+class ResourceError(UserError):
+    """What was asked needs more of the machine than it has (memory), estimated before allocating (exit 1)."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite: a fact about the run, not an error in the user's input (exit 1)."""

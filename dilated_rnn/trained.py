@@ -100,11 +100,101 @@ class TrainedModel:
 
         return RawInputClassifier(self.model, self.transform, full)
 
+    def check_inputs(self, sequences, source: str = "the data") -> None:
+        """Refuse sequences that do not fit the model, in one line that says both sides: their channels, and
+        their lengths where the model takes one length (a permuted model) or reads more steps than they have."""
+        F, d0 = self.config.input_size, self.config.dilations[0]
+        channels = sorted({int(s.shape[1]) for s in sequences})
+        if channels != [F]:
+            raise UserError(f"{source}: sequences of {', '.join(map(str, channels))} channel(s); the model takes {F}")
+        shortest, longest = min(len(s) for s in sequences), max(len(s) for s in sequences)
+        if self.transform.permutation is not None and {shortest, longest} != {len(self.transform.permutation)}:
+            raise UserError(f"{source}: sequences of {shortest}-{longest} steps; the model (permuted) takes exactly "
+                            f"{len(self.transform.permutation)}")
+        if shortest < d0:
+            raise UserError(f"{source}: a sequence of {shortest} step(s); the model reads the last {d0} steps of each")
+
+    def check_dataset(self, dataset) -> None:
+        """Refuse a ``Dataset`` whose channels or classes are not the model's, saying both."""
+        if dataset.num_features != self.config.input_size:
+            raise UserError(f"{dataset.spec}: {dataset.num_features} channel(s); the model takes "
+                            f"{self.config.input_size}")
+        if tuple(dataset.classes) != self.classes:
+            shown = lambda names: ", ".join(list(names)[:6]) + (", ..." if len(names) > 6 else "")  # noqa: E731
+            raise UserError(f"{dataset.spec}: classes {shown(dataset.classes)} ({len(dataset.classes)}); the model "
+                            f"predicts {shown(self.classes)} ({len(self.classes)})")
+
+    def predict_proba(self, x, batch_size: int = 256):
+        """Class probabilities [N, K] (rows sum to 1, columns in ``classes`` order) of raw sequences: an array
+        [N, T, F] (or [N, T] for one channel) or a list of [T_i, F] arrays of any lengths."""
+        import numpy as np
+        import torch
+
+        sequences = _as_sequences(x)
+        self.check_inputs(sequences, "x")
+        from .data.datasets import pad_sequences
+
+        module, out = self.module().eval(), []
+        with torch.inference_mode():
+            for start in range(0, len(sequences), batch_size):
+                batch, lengths = pad_sequences(sequences[start : start + batch_size])
+                batch, lengths = torch.from_numpy(batch), torch.from_numpy(lengths)
+                same = bool((lengths == batch.shape[1]).all())
+                logits = module(batch) if same else module(batch, lengths)
+                out.append(torch.softmax(logits.double(), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def predict(self, x, batch_size: int = 256):
+        """The predicted class names [N] of raw sequences (as ``predict_proba`` takes them)."""
+        import numpy as np
+
+        return np.asarray(self.classes)[self.predict_proba(x, batch_size).argmax(axis=1)]
+
     def to(self, *args, **kwargs) -> "TrainedModel":
         """A copy whose classifier is moved or cast (``nn.Module.to``); the original is left as it was."""
         import copy
 
         return TrainedModel(copy.deepcopy(self.model).to(*args, **kwargs), self.transform, self.data, self.card)
+
+
+def _as_sequences(x) -> list:
+    """Raw input as a list of [T_i, F] float32 arrays: from [N, T, F], [N, T] (one channel) or a list."""
+    import numpy as np
+
+    if isinstance(x, (list, tuple)):
+        seqs = [np.asarray(s, dtype=np.float32) for s in x]
+        seqs = [s[:, None] if s.ndim == 1 else s for s in seqs]
+    else:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[:, :, None]
+        if x.ndim != 3:
+            raise UserError(f"x: shape {list(x.shape)}; expected [N, T, F], [N, T] or a list of [T, F] arrays")
+        seqs = list(x)
+    bad = next((i for i, s in enumerate(seqs) if s.ndim != 2 or len(s) == 0 or not np.isfinite(s).all()), None)
+    if not seqs or bad is not None:
+        what = "no sequences" if not seqs else f"sequence {bad} is not a finite [T, F] array of T >= 1 steps"
+        raise UserError(f"x: {what}")
+    return seqs
+
+
+def run_checkpoint(source):
+    """A run directory as its ``best.pt``; any other model argument as it is."""
+    path = Path(str(source)).expanduser()
+    return path / "best.pt" if path.is_dir() else source
+
+
+def load(source) -> TrainedModel:
+    """A trained model to use on raw data: a checkpoint (``.pt``), a run directory (its ``best.pt``), or a shipped
+    model's name (``lstm-mnist`` or ``pretrained:lstm-mnist``). ``predict`` and ``predict_proba`` take the
+    sequences as they came; ``classes`` names the columns."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_model(run_checkpoint(path))
+    if not path.exists() and not text.startswith(PREFIX) and (WEIGHTS_DIR / f"{text}.json").is_file():
+        return load_pretrained(text)
+    return load_model(source)
 
 
 def load_model(source) -> TrainedModel:

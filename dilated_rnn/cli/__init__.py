@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ParameterError, TrainingDiverged, UserError
+from ..errors import ParameterError, ResourceError, TrainingDiverged, UserError
 
 
 def _flag(command_parser: argparse.ArgumentParser, parameter: str) -> str:
@@ -36,6 +36,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
+    except ResourceError as e:
+        print(f"drnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except ParameterError as e:
         print(f"drnn {args.command}: error: {_flag(args.command_parser, e.parameter)} {e.problem}", file=sys.stderr)
     except UserError as e:

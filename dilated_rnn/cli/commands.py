@@ -49,8 +49,9 @@ def _configs(args):
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
                         log_every=args.log_every, eval_batch_size=args.eval_batch_size, data=args.data or TrainConfig.data,
                         val_fraction=args.val_fraction, normalize=args.normalize, select_ties=args.select_ties,
+                        layout=args.layout or "auto", class_weight=args.class_weight,
                         **limits, **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
-    dataset = _load(train.data, args, train.val_fraction, train.seed, train.normalize)
+    dataset = _load(train.data, args, train.val_fraction, train.seed, train.normalize, train.layout)
     dilations = args.dilations or default_dilations(dataset.train_max_length)
     hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
@@ -60,32 +61,45 @@ def _configs(args):
 
 
 def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed,
-          normalize: str = "auto"):
+          normalize: str = "auto", layout: str | None = None):
     from ..data.datasets import load_dataset
 
-    return load_dataset(spec, getattr(args, "data_dir", None), val_fraction, seed, normalize)
+    layout = getattr(args, "layout", None) or layout or "auto"
+    return load_dataset(spec, getattr(args, "data_dir", None), val_fraction, seed, normalize, layout)
 
 
 def _model_data(args, data: dict):
     """The dataset a loaded model was trained on (``--data`` overrides), split as its run split it."""
     fraction, seed = data.get("val_fraction"), data.get("val_seed")  # None where the split was not drawn
     return _load(args.data or data["spec"], args, fraction or TrainConfig.val_fraction,
-                 TrainConfig.seed if seed is None else seed)
+                 TrainConfig.seed if seed is None else seed, layout=data.get("layout"))
+
+
+def _model_and_data(args, source):
+    """The model ``source`` names and the data it is to run on (``--data``, else its own), checked to fit."""
+    from ..trained import load_model
+
+    trained = load_model(source)
+    dataset = _model_data(args, trained.data)
+    trained.check_dataset(dataset)
+    return trained, dataset
 
 
 def cmd_train(args) -> int:
     from ..training.distributed import shutdown
     from ..training.evaluate import format_report
     from ..training.process import freeze_live_objects
-    from ..training.train import stored_train_config, train
+    from ..training.train import describe, stored_train_config, train
 
     if args.resume is not None:
         run_dir, model_config, cfg = args.resume, None, None
         stored = stored_train_config(run_dir)
-        dataset = _load(stored.data, args, stored.val_fraction, stored.seed)
+        dataset = _load(stored.data, args, stored.val_fraction, stored.seed, stored.normalize, stored.layout)
     else:
         dataset, model_config, cfg = _configs(args)
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))
+        if os.environ.get("RANK", "0") == "0":
+            print("\n".join(describe(dataset, model_config, cfg)), flush=True)
     freeze_live_objects()
     try:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
@@ -102,7 +116,8 @@ def cmd_train(args) -> int:
         return 0
     best = result["best"]
     print(format_report(result["test"], f"test set, best checkpoint (step {best['step']}, "
-                                        f"validation {100 * best['val_accuracy']:.2f}%)", dataset.classes))
+                                        + (f"validation {100 * best['val_accuracy']:.2f}%)" if best["val_accuracy"]
+                                           is not None else "no validation: the last step)"), dataset.classes))
     print(f"wrote {Path(run_dir) / 'test.json'}")
     return 0
 
@@ -111,11 +126,8 @@ def cmd_evaluate(args) -> int:
     from ..training.distributed import resolve_device
     from ..training.evaluate import evaluate, format_report
     from ..files import write_json
-    from ..trained import load_model
-
     source = _source(args)
-    trained = load_model(source)
-    dataset = _model_data(args, trained.data)
+    trained, dataset = _model_and_data(args, source)
     split = dataset.splits[args.split].subset(_positive("--limit", args.limit))
     dev = resolve_device(args.device)
     report = evaluate(trained.model.to(dev), split, trained.transform, args.batch_size, dev)
@@ -133,13 +145,11 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from ..deploy.export import export_length, export_onnx
-    from ..trained import load_model
-
-    trained = load_model(_source(args))
+    trained, dataset = _model_and_data(args, _source(args))
     if args.streaming:
-        return _export_streaming(args, trained)
+        return _export_streaming(args, trained, dataset)
     checks = 512 if args.check_images is None else _positive("--check-images", args.check_images)
-    test = _model_data(args, trained.data).splits["test"].subset(checks)
+    test = dataset.splits["test"].subset(checks)
     if args.format == "openvino":
         return _export_openvino(args, trained, test)
     report = export_onnx(trained, args.output, test.sequences(), args.precision, args.opset,
@@ -167,7 +177,7 @@ def _export_openvino(args, trained, test) -> int:
     return 0
 
 
-def _export_streaming(args, trained) -> int:
+def _export_streaming(args, trained, dataset) -> int:
     from ..deploy.export import export_step_onnx
 
     if args.precision != "fp32":
@@ -175,13 +185,26 @@ def _export_streaming(args, trained) -> int:
     if args.format != "onnx":
         raise UserError(f"--streaming exports ONNX only, not --format {args.format}")
     checks = 16 if args.check_images is None else _positive("--check-images", args.check_images)
-    test = _model_data(args, trained.data).splits["test"].subset(checks)
+    test = dataset.splits["test"].subset(checks)
     report = export_step_onnx(trained, args.output, test.sequences(), args.opset)
     p = report["parity"]
     print(f"wrote {report['path']} (streaming step graph, state of {report['state_size']} floats, "
           f"{report['bytes'] / 1024:.1f} kB)")
     print(f"parity with PyTorch's stream on {p['sequences']} test sequences ({p['steps']} steps): "
           f"max |diff| {p['max_abs_diff']:.2e}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..deploy.predict import predict_file
+    from ..trained import run_checkpoint
+
+    s = predict_file(run_checkpoint(args.model), args.data, args.output, args.layout or "auto",
+                     _positive("--batch-size", args.batch_size), _positive("--threads", args.threads),
+                     progress=not args.no_progress and sys.stderr.isatty())
+    counts = ", ".join(f"{c}: {n}" for c, n in s["predicted"].items() if n)
+    print(f"{s['sequences']} sequences predicted by {s['backend']} ({counts})")
+    print(f"wrote {s['output']}")
     return 0
 
 
@@ -220,7 +243,7 @@ def cmd_infer(args) -> int:
     stats = infer_folder(args.model, args.input_dir, args.output, args.batch_size, args.threads,
                          args.output_dtype, progress=not args.no_progress)
     print(f"{stats['images']} inputs, batch {stats['batch_size']}, {stats['threads']} thread(s), {stats['backend']}: "
-          f"{stats['images_per_s']:.0f} images/s; latency per call mean {stats['latency_ms_mean']:.3f} ms, "
+          f"{stats['images_per_s']:.0f} sequences/s; latency per call mean {stats['latency_ms_mean']:.3f} ms, "
           f"p50 {stats['latency_ms_p50']:.3f} ms, p99 {stats['latency_ms_p99']:.3f} ms")
     print(f"wrote {args.output / 'infer.json'}")
     return 0
@@ -240,11 +263,9 @@ def cmd_accuracy(args) -> int:
 
 def cmd_pipeline(args) -> int:
     from ..deploy.pipeline import format_table, run_pipeline
-    from ..trained import load_model
-
     source = _source(args)
-    loaded = load_model(source)
-    test = _model_data(args, loaded.data).splits["test"].subset(_positive("--limit", args.limit))
+    loaded, dataset = _model_and_data(args, source)
+    test = dataset.splits["test"].subset(_positive("--limit", args.limit))
     result = run_pipeline(source, test, args.work_dir, _choices("--precisions", args.precisions, PRECISIONS),
                           args.batch_size, args.batch_threads, progress=not args.no_progress,
                           formats=_choices("--formats", args.formats, FORMATS), loaded=loaded)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import (ATC_OPSET, DEFAULT_OPSET, FORMATS, INITS, NORMALIZATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES,
-                      ModelConfig, TrainConfig)
+from ..config import (ATC_OPSET, CLASS_WEIGHTS, DEFAULT_OPSET, FORMATS, INITS, LAYOUTS, NORMALIZATIONS, OPTIMIZERS,
+                      PRECISIONS, SCHEDULES, ModelConfig, TrainConfig)
 from ..model.cells import CELL_NAMES
 from ..training.presets import DEFAULTS, PRESETS
 from . import commands as cmd
@@ -65,10 +65,17 @@ def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
 def _add_data_flags(p, device: bool = True, data: str | None = "the model's") -> None:
     if data is not None:
         p.add_argument("--data", default=None, help=f"{DATA_HELP} (default: {data})")
+        _add_layout(p)
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     if device:
         p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
         p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+
+
+def _add_layout(p) -> None:
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
+                   help="how an .npz's [N, ., .] arrays are laid out: ntc (sequences, steps, channels), nct "
+                        "(sktime's numpy3D), auto (ntc, refusing what looks like nct) (default: the model's, else auto)")
 
 
 def _add_model_source(p) -> None:
@@ -134,6 +141,8 @@ def _add_train(sub) -> None:
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
     t.add_argument("--val-fraction", type=float, default=c.val_fraction,
                    help="share of each class held out for validation where the data gives none (not MNIST)")
+    t.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=c.class_weight,
+                   help="balanced: weight each class's training loss by N / (K * its count), for imbalanced data")
     t.add_argument("--select-ties", choices=("earliest", "loss"), default=c.select_ties,
                    help="which of the validations tied at the best accuracy keeps best.pt: the earliest, or the "
                         "lowest validation loss (for small validation sets)")
@@ -145,7 +154,7 @@ def _add_train(sub) -> None:
     t.add_argument("--eval-batch-size", type=int, default=c.eval_batch_size, help="batch size of evaluation")
     for split in ("train", "val", "test"):
         t.add_argument(f"--{split}-limit", type=int, default=None,
-                       help=f"use only the first N {split} images, for smoke runs (default: all)")
+                       help=f"use only the first N {split} sequences, for smoke runs (default: all)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_flags(t, data=c.data)
 
@@ -155,7 +164,7 @@ def _add_evaluate(sub) -> None:
     _add_model_source(e)
     e.add_argument("--split", choices=("test", "val"), default="test", help="which split")
     e.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
-    e.add_argument("--limit", type=int, default=None, help="use only the first N images of the split (default: all)")
+    e.add_argument("--limit", type=int, default=None, help="use only the first N sequences of the split (default: all)")
     e.add_argument("-o", "--output", type=Path, default=None,
                    help="JSON report path (default: <checkpoint dir>/eval-<split>.json, "
                         "or ./eval-<name>-<split>.json for --pretrained)")
@@ -180,6 +189,33 @@ def _add_export(sub) -> None:
     _add_data_flags(x)
 
 
+def _add_runners(sub) -> None:
+    """Commands that run a model over new data: predict, stream."""
+    r = _command(sub, "predict", "predict the class of every sequence of new data: names and probabilities",
+                 cmd.cmd_predict)
+    r.add_argument("model", help="a .pt checkpoint, a run directory, pretrained:NAME, an .onnx graph or an .xml IR")
+    r.add_argument("data", type=Path, help="an .npz (x, or x_test; lengths for sequences of several lengths), a .ts "
+                                           "or .tsv file, or a folder of .bin files")
+    r.add_argument("-o", "--output", type=Path, required=True,
+                   help="the predictions to write: .csv, .jsonl or .npz (one row per sequence)")
+    _add_layout(r)
+    r.add_argument("--batch-size", type=int, default=256, help="sequences per call")
+    r.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+
+    s = _command(sub, "stream", "run a model over sequences sample by sample: per-step predictions and latency",
+                 cmd.cmd_stream)
+    s.add_argument("model", help="a .pt checkpoint or pretrained:NAME (PyTorch), or a step graph from drnn export "
+                                 "--streaming (ONNX Runtime)")
+    s.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (T x F float32 each)")
+    s.add_argument("-o", "--output", type=Path, required=True,
+                   help="the .npz of per-step predictions to write (a .json summary is written beside it)")
+    s.add_argument("--labels", type=Path, default=None, help="labels.npy: adds accuracy against the fraction seen")
+    s.add_argument("--batch-size", type=int, default=1, help="sequences streamed side by side")
+    s.add_argument("--chunk", type=int, default=1, help="samples per call")
+    s.add_argument("--threads", type=int, default=1, help="intra-op threads")
+
+
 def _add_deploy_files(sub) -> None:
     b = _command(sub, "make-bins", "write a split as one .bin per sequence plus labels.npy", cmd.cmd_make_bins)
     b.add_argument("-o", "--output", type=Path, required=True, help="new folder to create")
@@ -194,22 +230,10 @@ def _add_deploy_files(sub) -> None:
                                  "pretrained:NAME (PyTorch)")
     i.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (T x F float32 each; MNIST: 784)")
     i.add_argument("-o", "--output", type=Path, required=True, help="folder for NNNNN_output_0.bin files")
-    i.add_argument("--batch-size", type=int, default=256, help="1 measures per-image latency")
+    i.add_argument("--batch-size", type=int, default=256, help="1 measures per-sequence latency")
     i.add_argument("--threads", type=int, default=1, help="intra-op threads")
     i.add_argument("--output-dtype", choices=("fp32", "fp16"), default="fp32", help="dtype of the logits files")
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    s = _command(sub, "stream", "run a model over sequences sample by sample: per-step predictions and latency",
-                 cmd.cmd_stream)
-    s.add_argument("model", help="a .pt checkpoint or pretrained:NAME (PyTorch), or a step graph from drnn export "
-                                 "--streaming (ONNX Runtime)")
-    s.add_argument("input_dir", type=Path, help="folder of NNNNN.bin inputs (T x F float32 each)")
-    s.add_argument("-o", "--output", type=Path, required=True,
-                   help="the .npz of per-step predictions to write (a .json summary is written beside it)")
-    s.add_argument("--labels", type=Path, default=None, help="labels.npy: adds accuracy against the fraction seen")
-    s.add_argument("--batch-size", type=int, default=1, help="sequences streamed side by side")
-    s.add_argument("--chunk", type=int, default=1, help="samples per call")
-    s.add_argument("--threads", type=int, default=1, help="intra-op threads")
 
     a = _command(sub, "accuracy", "accuracy of a folder of outputs against labels.npy", cmd.cmd_accuracy)
     a.add_argument("output_dir", type=Path, help="folder of NNNNN_output_0.bin files")
@@ -270,6 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="drnn", description="Dilated RNNs for sequence classification (pixel MNIST and your own data).",
                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_export, _add_deploy_files, _add_tools):
+    for add in (_add_train, _add_evaluate, _add_export, _add_runners, _add_deploy_files, _add_tools):
         add(sub)
     return parser

@@ -48,7 +48,9 @@ class Split:
         return self.x[idx, : int(lengths.max())], lengths
 
     def length_set(self) -> set[int]:
-        """The lengths that occur."""
+        """The lengths that occur (none in an empty split)."""
+        if len(self) == 0:
+            return set()
         return {self.x.shape[1]} if self.lengths is None else set(self.lengths.tolist())
 
     def sequences(self) -> list[np.ndarray]:
@@ -71,6 +73,7 @@ class Dataset:
     val_fraction: float | None = None  # of each class, when drawn from the training split
     val_seed: int | None = None
     per_step: bool = False  # a label at every step (labels [N, T]): the model's readout is "every"
+    layout: str = "auto"  # how the file's arrays were read (data/readers.py): auto (as [N, T, F]), ntc or nct
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +82,7 @@ class Dataset:
     @property
     def max_length(self) -> int:
         """The longest sequence of any split: what a deployed graph must accept."""
-        return max(max(s.length_set()) for s in self.splits.values())
+        return max(n for s in self.splits.values() for n in s.length_set())
 
     @property
     def train_max_length(self) -> int:
@@ -95,7 +98,8 @@ class Dataset:
     def info(self) -> dict:
         return {"spec": self.spec, "classes": list(self.classes), "num_features": self.num_features,
                 "max_length": self.max_length, "fixed_length": self.fixed_length, "validation": self.val_source,
-                "val_fraction": self.val_fraction, "val_seed": self.val_seed, "per_step": self.per_step}
+                "val_fraction": self.val_fraction, "val_seed": self.val_seed, "per_step": self.per_step,
+                "layout": self.layout}
 
     def __getitem__(self, name: str) -> Split:
         """The split ``name`` ("train", "val" or "test")."""

@@ -82,6 +82,6 @@ def format_accuracy(report: dict) -> str:
         "======= Final Eval Accuracy =======",
         f"Model:          {report['model']}",
         f"Precision:      {report['precision']} (outputs {report['output_dtype']})",
-        f"Images:         {report['num_images']}",
+        f"Sequences:      {report['num_images']}",
         f"Accuracy:       {100 * report['accuracy']:.2f}% ({report['correct']} correct)",
     ])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import current_umask
 
 OUTPUT_SUFFIX = "_output_0.bin"
 OUTPUT_DTYPES = {"fp32": np.float32, "fp16": np.float16}  # what an output file may hold
@@ -36,6 +37,7 @@ def write_bins(sequences, labels: torch.Tensor, out_dir) -> int:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # a folder for others to read, as mkdir makes one (mkdtemp's is private)
         width = max(5, len(str(len(sequences) - 1)))
         for i, seq in enumerate(sequences):
             np.ascontiguousarray(seq, dtype=np.float32).tofile(tmp / f"{i:0{width}d}.bin")

@@ -249,7 +249,7 @@ def export_openvino(trained: TrainedModel, path, check_inputs, precision: str = 
         _add_metadata(onnx_path, precision, trained)
         ir = ov.convert_model(str(onnx_path))
         for key, value in ir.get_rt_info()["framework"].items():  # the ONNX metadata, under our own key
-            ir.set_rt_info(str(value), ["dilated_rnn", key])
+            ir.set_rt_info(value.astype(str) if hasattr(value, "astype") else str(value), ["dilated_rnn", key])
         ir.set_rt_info(precision, ["dilated_rnn", "precision"])
         staged = Path(tmp) / "model.xml"
         ov.save_model(ir, str(staged), compress_to_fp16=precision == "fp16")

@@ -76,6 +76,7 @@ class OnnxBackend:
         self.variable = len(inputs) == 2  # x and lengths
         self.length, self.max_length = (None, T) if self.variable else (T, T)
         self.precision = meta.get("precision", "unknown")
+        self.classes, self.readout_steps = _described(meta.get("classes"), meta.get("model_config"))
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
         x, lengths = pad_sequences(sequences, self.max_length)
@@ -117,13 +118,24 @@ class OpenvinoBackend:
         T, self.features = (d.get_length() for d in shape[1:])
         self.variable = len(inputs) == 2
         self.length, self.max_length = (None, T) if self.variable else (T, T)
-        key = ["dilated_rnn", "precision"]
-        self.precision = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "unknown"
+        info = lambda name: (model.get_rt_info(["dilated_rnn", name]).astype(str)  # noqa: E731
+                             if model.has_rt_info(["dilated_rnn", name]) else None)
+        self.precision = info("precision") or "unknown"
+        self.classes, self.readout_steps = _described(info("classes"), info("model_config"))
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
         x, lengths = pad_sequences(sequences, self.max_length)
         feed = [x, lengths] if self.variable else [x]
         return self.request.infer(feed)[0].copy()
+
+
+def _described(classes: str | None, model_config: str | None) -> tuple[list[str] | None, int]:
+    """An exported graph's class names and readout steps (d0), from the metadata ``export`` writes."""
+    import json
+
+    names = json.loads(classes) if classes else None
+    dilations = json.loads(model_config).get("dilations") if model_config else None
+    return names, int(dilations[0]) if dilations else 1
 
 
 def import_openvino():
@@ -155,6 +167,7 @@ class TorchBackend:
         # the transform, the stack's compiled kernel (engine.stack_arrays), then the head's product.
         self.direct = (model.config.readout == "last" and engine.fused() and model.head.weight.dtype == torch.float32)
         self.transform = trained.transform
+        self.classes, self.readout_steps = list(trained.classes), model.config.dilations[0]
         self.head = (model.head.weight.detach().numpy().T.copy(), model.head.bias.detach().numpy().copy())
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:

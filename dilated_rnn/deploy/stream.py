@@ -61,11 +61,13 @@ class Streamer:
     def __call__(self, x: torch.Tensor, state: StreamState | None = None):
         """Raw samples [B, n, F] -> logits [B, n, K] and the new state."""
         if self.compiled is not None and x.dtype == torch.float32 and x.is_cpu:
-            state = check_state(state, self.layout, x)
-            buffer, position = state
+            buffer, position = check_state(state, self.layout, x)
             x = self.transform(x.detach()).contiguous()
-            logits, buffer, position = self.compiled(x, buffer.to(torch.float32).contiguous(),
-                                                     position.to(torch.int64).contiguous())
+            if buffer.dtype != torch.float32 or not buffer.is_contiguous():  # each call here costs a sample's share
+                buffer = buffer.to(torch.float32).contiguous()
+            if position.dtype != torch.int64 or not position.is_contiguous():
+                position = position.to(torch.int64).contiguous()
+            logits, buffer, position = self.compiled(x, buffer, position)
             return logits, StreamState(buffer, position)
         with torch.inference_mode():
             x = self.transform(x).to(self.clf.head.weight.dtype)

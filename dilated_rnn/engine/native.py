@@ -31,6 +31,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -78,6 +79,8 @@ def _compile() -> Path | None:
         pass
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"dilated-rnn: compiling the native kernels once, into {target.parent} (a minute at most)",
+              file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: never half-written
             built = Path(tmp) / target.name
             sources = [str(SOURCE_DIR / name) for name in SOURCES]

@@ -110,8 +110,15 @@ class DilatedRNN(nn.Module):
         for layer in self.layers:
             init_cell_(layer, self.cell, init, forget_bias)
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """A ``ValueError`` saying what was expected unless x is [B, T, F] with the stack's F channels, T >= 1."""
+        F = self.layers[0].input_size
+        if x.dim() != 3 or x.shape[2] != F or x.shape[1] < 1:
+            raise ValueError(f"expected input [batch, steps >= 1, {F} channel(s)], got shape {list(x.shape)}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Every step of the top layer: [B, T, F] -> [B, T, H_top]."""
+        self.check_input(x)
         B, T, _ = x.shape
         h = x
         for i, (layer, d) in enumerate(zip(self.layers, self.dilations)):
@@ -147,6 +154,7 @@ class DilatedRNN(nn.Module):
         ``shift[b]`` steps are padding in front of its sequence; every chain
         skips them, so its outputs are those of the sequence alone.
         """
+        self.check_input(x)
         B, T, _ = x.shape
         steps = tuple(steps)
         dropping = self.training and self.dropout > 0

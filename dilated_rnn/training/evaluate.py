@@ -32,18 +32,21 @@ def per_example(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """Accuracy, mean cross-entropy, per-class accuracy and confusion matrix (rows: true class).
+    """Accuracy, balanced accuracy (the mean over the classes present of their accuracy), mean cross-entropy,
+    per-class accuracy and confusion matrix (rows: true class).
 
     With a label at every step (``per_example``) each step is one example."""
     logits, labels = per_example(logits, labels)
     pred = logits.argmax(dim=1)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
     support = confusion.sum(dim=1)
-    per_class = (confusion.diagonal() / support.clamp(min=1)).tolist()
+    recall = confusion.diagonal() / support.clamp(min=1)
+    per_class = recall.tolist()
     return {
         "num_examples": len(labels),
         "correct": int(confusion.diagonal().sum()),
         "accuracy": (pred == labels).float().mean().item(),
+        "balanced_accuracy": recall[support > 0].mean().item() if bool((support > 0).any()) else 0.0,
         "loss": nn.functional.cross_entropy(logits, labels).item(),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
@@ -62,6 +65,7 @@ def format_report(report: dict, title: str, classes=None) -> str:
         title,
         f"  examples  {report['num_examples']}",
         f"  accuracy  {100 * report['accuracy']:.2f}%",
+        f"  balanced  {100 * report['balanced_accuracy']:.2f}% (the mean of the per-class accuracies)",
         f"  loss      {report['loss']:.4f}",
         "  per class " + " ".join(f"{c}:{100 * a:.1f}" for c, a in zip(classes, report["per_class_accuracy"])),
         "  confusion (rows true, columns predicted)",

@@ -15,7 +15,9 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,27 +35,30 @@ from ..data.transform import InputTransform
 from ..errors import ParameterError, TrainingDiverged, UserError
 from ..files import append_jsonl, exclusive, read_jsonl, write_json, write_jsonl
 from ..model.dilated import DilatedRNNClassifier
+from ..model.pruning import plan_outputs
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, transform_from_checkpoint
 from .distributed import barrier, check_replicas, init_from_env, max_across, mean_across, shard, wrap
 from .evaluate import evaluate, per_example
 from .optim import WeightAverage, lr_factor, make_optimizer, set_weight_decay
-from .process import keep_freed_memory
+from .process import check_memory, keep_freed_memory
 
 __all__ = ["ModelConfig", "Run", "TrainConfig", "TrainingDiverged", "finish", "train", "train_step"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0,
-               label_smoothing: float = 0.0, sam: float = 0.0, lengths=None) -> float:
+               label_smoothing: float = 0.0, sam: float = 0.0, lengths=None, class_weights=None) -> float:
     """One optimisation step on a batch; returns the loss (at the current weights) as a float.
 
     With ``sam`` > 0 the step is sharpness-aware (SAM, Foret et al., 2021): the gradient g at the
     weights w moves them to w + sam * g / ||g|| (the global L2 norm), the gradient is taken again
     there, the weights are put back exactly, and the optimizer steps with the second gradient
-    (clipped, if ``clip``). It costs a second forward and backward pass.
+    (clipped, if ``clip``). It costs a second forward and backward pass. ``class_weights`` [K]: each
+    example's loss weighted by its class's (the weighted mean, as ``cross_entropy`` takes it).
     """
     def batch_loss():
         logits = model(x) if lengths is None else model(x, lengths)
-        return nn.functional.cross_entropy(*per_example(logits, y), label_smoothing=label_smoothing)
+        return nn.functional.cross_entropy(*per_example(logits, y), weight=class_weights,
+                                           label_smoothing=label_smoothing)
 
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss()
@@ -64,6 +69,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: f
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return loss.item()
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Balanced class weights [K] of a training split's labels: N / (K * count_k), 0 for an absent class."""
+    counts = torch.bincount(labels.reshape(-1), minlength=num_classes).double()
+    return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0).float()
 
 
 def _sharpness_aware_gradient(model, optimizer, batch_loss, radius: float) -> None:
@@ -149,13 +160,22 @@ def start_run(run_dir: Path, dataset: Dataset, model_config: ModelConfig, cfg: T
 
 
 def _check_fit(dataset: Dataset, config: ModelConfig, cfg: TrainConfig) -> None:
-    """The model's input and output sizes are the data's, and the readout fits the shortest sequence."""
+    """Before anything is written or allocated: the model's input and output sizes are the data's, the readout
+    fits the shortest sequence, a batch fits the training split, and a step fits the machine's memory."""
     if (config.input_size, config.num_classes) != (dataset.num_features, dataset.num_classes):
         raise UserError(f"{dataset.spec}: {dataset.num_features} channels and {dataset.num_classes} classes, "
                         f"but the model takes {config.input_size} and predicts {config.num_classes}")
     if cfg.permute and dataset.fixed_length is None:
         raise ParameterError("permute", "needs sequences of one length; this data's lengths vary")
     check_readout(dataset, config.dilations[0])
+    train = len(dataset.splits["train"].subset(cfg.train_limit))
+    if cfg.batch_size > train:
+        raise ParameterError("batch_size", f"is {cfg.batch_size}, more than the {train} training sequences; "
+                                           "a batch must fit the training split")
+    T = dataset.train_max_length
+    steps = T * len(config.dilations) if config.readout == "every" else plan_outputs(
+        T, config.dilations, range(T - config.dilations[0], T)).cell_steps
+    check_memory(config, cfg.batch_size, steps)
 
 
 def resume_run(run_dir: Path, main: bool = True) -> Run:
@@ -176,6 +196,26 @@ def resume_run(run_dir: Path, main: bool = True) -> Run:
     if main and metrics.exists():  # records logged after the checkpoint will be replayed, so drop them
         write_jsonl(metrics, [r for r in read_jsonl(metrics) if r.get("step", 0) <= ckpt["step"]])
     return run
+
+
+def describe(dataset: Dataset, model: ModelConfig, cfg: TrainConfig) -> list[str]:
+    """The data and the recipe of a run, in a few lines: what ``drnn train`` shows before its first step."""
+    sizes = {name: len(split.subset(getattr(cfg, f"{name}_limit"))) for name, split in dataset.splits.items()}
+    lengths = sorted({n for split in dataset.splits.values() for n in split.length_set()})
+    steps = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
+    classes = ", ".join(dataset.classes[:8]) + (", ..." if len(dataset.classes) > 8 else "")
+    epochs = cfg.steps * cfg.batch_size / max(1, sizes["train"])
+    units = (f"{model.hidden_sizes[0]}" if len(set(model.hidden_sizes)) == 1
+             else ",".join(map(str, model.hidden_sizes)))
+    return [
+        f"data      {dataset.spec}: {sizes['train']} train, {sizes['val']} validation ({dataset.val_source}), "
+        f"{sizes['test']} test sequences",
+        f"          {dataset.num_features} channel(s), {steps} steps, {dataset.num_classes} classes ({classes})",
+        f"model     {model.cell}, {len(model.hidden_sizes)} layers x {units} units, dilations "
+        f"{','.join(map(str, model.dilations))}, readout {model.readout}",
+        f"recipe    {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size}, {cfg.steps} steps "
+        f"(~{epochs:.1f} epochs), normalize {cfg.normalize}, class weight {cfg.class_weight}, seed {cfg.seed}",
+    ]
 
 
 def stored_train_config(run_dir) -> TrainConfig:
@@ -217,11 +257,18 @@ def train(
     if not resume:  # before anything is written
         _check_fit(data, model_config, cfg)
     ctx, dev = init_from_env(device)
-    with exclusive(run_dir) if ctx.is_main else contextlib.nullcontext():  # one process writes a run directory
-        run = resume_run(run_dir, ctx.is_main) if resume else start_run(run_dir, data, model_config, cfg, ctx.is_main)
-        if resume and steps is not None and steps != run.cfg.steps:
-            _move_end(run, steps, ctx.is_main)
-        return _train(run, data, ctx, dev, progress, stop_after)
+    fresh = ctx.is_main and not resume and not run_dir.exists()
+    try:
+        with exclusive(run_dir) if ctx.is_main else contextlib.nullcontext():  # one process writes a run directory
+            run = (resume_run(run_dir, ctx.is_main) if resume
+                   else start_run(run_dir, data, model_config, cfg, ctx.is_main))
+            if resume and steps is not None and steps != run.cfg.steps:
+                _move_end(run, steps, ctx.is_main)
+            return _train(run, data, ctx, dev, progress, stop_after)
+    except Exception as e:
+        if fresh and not isinstance(e, TrainingDiverged) and not (run_dir / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved a step leaves nothing behind
+        raise
 
 
 def _move_end(run: Run, steps: int, main: bool) -> None:
@@ -247,17 +294,22 @@ def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | 
     end = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
     save = (lambda name: _save(run, optimizer, name)) if main else (lambda name: None)
     losses = []
-    with _progress(run.step, cfg.steps, progress and main) as bar, _deferred_interrupt() as interrupted:
+    bar_on = progress and main and sys.stderr.isatty()  # a bar on a terminal; plain lines in a log file
+    with _progress(run.step, cfg.steps, bar_on) as bar, _deferred_interrupt() as interrupted:
+        say = (bar.write if bar_on else lambda line: print(line, flush=True)) if main else None
         while run.step < end:
             losses.append(_take_step(run, net, optimizer, splits["train"], ctx, dev))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             validate_now = run.step % cfg.eval_every == 0 or run.step == cfg.steps
             if validate_now or run.step % cfg.log_every == 0:
-                record = _log(run, losses, optimizer, splits["val"] if validate_now else None, ctx, dev, main)
+                val = splits["val"] if validate_now and len(splits["val"]) else None  # none: val_fraction 0
+                record = _log(run, losses, optimizer, val, ctx, dev, main)
                 losses = []
                 if validate_now:  # after the log: a crash in between replays this step, never loses its record
-                    _checkpoint(run, record, save, bar.write if main else None)
+                    _checkpoint(run, record, save, say)
+                elif say is not None and not bar_on:
+                    say(f"step {run.step}/{cfg.steps}: train loss {record['train_loss']:.4f}")
             signum = max_across(interrupted(), ctx, dev)  # every rank stops at the same step
             if signum:
                 save("last.pt")
@@ -295,8 +347,10 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev) -> fl
     x, lengths = train_split.batch(idx)
     x, lengths = run.transform(x, lengths).to(dev), None if lengths is None else lengths.to(dev)
     sam = cfg.sam if step >= cfg.sam_start else 0.0
+    weights = class_weights(train_split.labels, run.model.config.num_classes).to(dev) \
+        if cfg.class_weight == "balanced" else None
     loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam,
-                      lengths=lengths)
+                      lengths=lengths, class_weights=weights)
     loss = mean_across(loss, ctx, dev)
     if run.average is not None:
         run.average.update(run.model, step)
@@ -325,12 +379,21 @@ def _checkpoint(run: Run, record: dict, save, say) -> None:
     """After a validation: ``best.pt`` if it is the best yet, then ``last.pt``, then a line for the user."""
     _keep_if_best(run, record, save)
     save("last.pt")
-    if say is not None:
-        say(f"step {run.step}: val accuracy {100 * record['val_accuracy']:.2f}%, loss {record['val_loss']:.4f}")
+    if say is not None and "val_accuracy" not in record:
+        say(f"step {run.step}: train loss {record['train_loss']:.4f} (no validation split: best.pt is this step)")
+    elif say is not None:
+        say(f"step {run.step}: train loss {record['train_loss']:.4f}, val accuracy {100 * record['val_accuracy']:.2f}%, "
+            f"loss {record['val_loss']:.4f}")
 
 
 def _keep_if_best(run: Run, record: dict, save) -> None:
-    """Keep the validated weights if their accuracy is the best yet (ties: ``cfg.select_ties``)."""
+    """Keep the validated weights if their accuracy is the best yet (ties: ``cfg.select_ties``); without a
+    validation split (``val_fraction`` 0), the latest weights."""
+    if "val_accuracy" not in record:
+        run.best = {"step": run.step, "val_accuracy": None}
+        run.best_weights = {k: v.detach().clone() for k, v in run.validated.state_dict().items()}
+        save("best.pt")
+        return
     accuracy, loss = record["val_accuracy"], record["val_loss"]
     tie_won = (run.cfg.select_ties == "loss" and accuracy == run.best["val_accuracy"]
                and loss < run.best.get("val_loss", math.inf))

@@ -35,4 +35,5 @@ def test_shipped_permuted_model_on_real_digits(mnist):
     assert report["accuracy"] > 0.9 and sum(map(sum, report["confusion_matrix"])) == 300
     assert evaluate(model, test, None, batch_size=128)["accuracy"] < 0.5  # without its permutation: lost
     text = format_report(report, "gru-pmnist")
-    assert f"accuracy  {100 * report['accuracy']:.2f}%" in text and len(text.splitlines()) == 6 + 10
+    assert f"accuracy  {100 * report['accuracy']:.2f}%" in text and len(text.splitlines()) == 7 + 10
+    assert f"balanced  {100 * report['balanced_accuracy']:.2f}%" in text
