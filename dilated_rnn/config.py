@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .model.cells import CELL_NAMES, INITS
 from .errors import ParameterError
+from .model.cells import CELL_NAMES, INITS
 
 READOUTS = ("last", "every")  # a label per sequence, or one per step (sequence labelling)
 OPTIMIZERS = ("rmsprop", "adam")

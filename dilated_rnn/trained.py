@@ -201,7 +201,11 @@ def load_model(source) -> TrainedModel:
     """A checkpoint's or a shipped model's ``TrainedModel`` (``source``: a path, ``pretrained:NAME``, or a
     ``ModelSource``)."""
     from .data.mnist import legacy_info
-    from .training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
+    from .training.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        transform_from_checkpoint,
+    )
 
     src = parse_source(source)
     if src.kind == "pretrained":

@@ -15,8 +15,8 @@ import torch
 
 from dilated_rnn.config import INITS
 from dilated_rnn.data.copy_task import CLASSES, TOKENS
-from dilated_rnn.tools.analysis import recall_gradients
 from dilated_rnn.model import DilatedRNNClassifier
+from dilated_rnn.tools.analysis import recall_gradients
 
 LAYERS, UNITS = 9, 10
 

@@ -9,7 +9,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from dilated_rnn.data.copy_task import CATEGORIES, PREFIX, memoryless_loss, parse_delay, recalled, recalled_at_least
+from dilated_rnn.data.copy_task import (
+    CATEGORIES,
+    PREFIX,
+    memoryless_loss,
+    parse_delay,
+    recalled,
+    recalled_at_least,
+)
 from dilated_rnn.errors import UserError
 from dilated_rnn.tools.plotting import pyplot, save_png
 from dilated_rnn.tools.report import read_run

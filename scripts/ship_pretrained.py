@@ -8,8 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
 from dilated_rnn.trained import WEIGHTS_DIR, TrainedModel, save_pretrained
+from dilated_rnn.training.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    transform_from_checkpoint,
+)
 
 
 def main(argv=None) -> int:

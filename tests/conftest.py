@@ -41,16 +41,16 @@ def _collector_unfrozen():
 @pytest.fixture(scope="session")
 def shipped_checkpoint(tmp_path_factory):
     """``make(name)``: a checkpoint file, as ``drnn train`` writes one, holding a shipped model's weights."""
-    from dilated_rnn.training.checkpoint import save_checkpoint
     from dilated_rnn.trained import load_pretrained
+    from dilated_rnn.training.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("checkpoints")
 
     def make(name: str):
         path = root / f"{name}.pt"
         if not path.exists():
-            _loaded = load_pretrained(name)
-            model, transform, card = _loaded.model, _loaded.transform, _loaded.card
+            trained = load_pretrained(name)
+            model, transform, card = trained.model, trained.transform, trained.card
             save_checkpoint(path, {"model_config": model.config.to_dict(), "train_config": card["train_config"],
                                    "permutation": transform.permutation, "normalization": transform.normalization,
                                    "model": model.state_dict()})

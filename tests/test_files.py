@@ -5,7 +5,14 @@ import os
 
 import pytest
 
-from dilated_rnn.files import append_jsonl, atomic_path, read_jsonl, write_bytes, write_json, write_jsonl
+from dilated_rnn.files import (
+    append_jsonl,
+    atomic_path,
+    read_jsonl,
+    write_bytes,
+    write_json,
+    write_jsonl,
+)
 
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from dilated_rnn.training.checkpoint import load_checkpoint, save_checkpoint
 from dilated_rnn.cli import main
-from dilated_rnn.errors import UserError
 from dilated_rnn.deploy.export import export_onnx, export_openvino
 from dilated_rnn.deploy.infer import OnnxBackend, OpenvinoBackend
+from dilated_rnn.errors import UserError
 from dilated_rnn.integrity import MANIFEST, seal, unseal
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.trained import WEIGHTS_DIR, load_pretrained
+from dilated_rnn.training.checkpoint import load_checkpoint, save_checkpoint
 
 CONFIG = ModelConfig(hidden_sizes=(6, 6), dilations=(1, 2), cell="lstm")
 

@@ -21,8 +21,8 @@ def test_parse_source(text, kind, location):
 
 def test_pretrained_source_loads_the_shipped_model():
     assert pretrained_source("rnn-pmnist") == ModelSource("pretrained", "rnn-pmnist")
-    _loaded = load_model(pretrained_source("rnn-pmnist"))
-    model, transform, data = _loaded.model, _loaded.transform, _loaded.data
+    trained = load_model(pretrained_source("rnn-pmnist"))
+    model, transform, data = trained.model, trained.transform, trained.data
     perm = transform.permutation
     assert data["spec"] == "mnist" and data["classes"] == [str(k) for k in range(10)]
     assert not model.training and model.config.cell == "rnn"

@@ -4,12 +4,17 @@ import pytest
 import torch
 
 from dilated_rnn.cli import main
-from dilated_rnn.errors import UserError
-from dilated_rnn.training.evaluate import evaluate
-from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.trained import available, load_pretrained, save_pretrained
 from dilated_rnn.data.transform import InputTransform
-from dilated_rnn.trained import TrainedModel, load_model
+from dilated_rnn.errors import UserError
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+from dilated_rnn.trained import (
+    TrainedModel,
+    available,
+    load_model,
+    load_pretrained,
+    save_pretrained,
+)
+from dilated_rnn.training.evaluate import evaluate
 
 NAMES = ["gru-mnist", "gru-pmnist", "lstm-mnist", "lstm-pmnist", "rnn-mnist", "rnn-pmnist"]
 
@@ -24,8 +29,8 @@ def test_six_models_are_shipped():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_accuracy_is_reproduced_on_the_test_set(name, mnist):
-    _loaded = load_pretrained(name)
-    model, perm, card = _loaded.model, _loaded.transform, _loaded.card
+    trained = load_pretrained(name)
+    model, perm, card = trained.model, trained.transform, trained.card
     report = evaluate(model, mnist["test"], perm)
     assert report["accuracy"] == pytest.approx(card["test_accuracy"], abs=5e-4)  # GPU vs CPU rounding: <= 5 images
 
@@ -34,8 +39,8 @@ def test_save_and_load_round_trip(tmp_path):
     model = DilatedRNNClassifier.from_config(ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru"))
     perm = torch.randperm(784)
     save_pretrained(TrainedModel(model, InputTransform(perm)), {"test_accuracy": 0.5}, tmp_path, "tiny")
-    _loaded = load_pretrained("tiny", tmp_path)
-    loaded, transform, card = _loaded.model, _loaded.transform, _loaded.card
+    trained = load_pretrained("tiny", tmp_path)
+    loaded, transform, card = trained.model, trained.transform, trained.card
     loaded_perm = transform.permutation
     x = torch.rand(2, 30, 1)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
@@ -62,10 +67,10 @@ def test_commands_take_pretrained_models(tmp_path, mnist_dir, capsys):
 
 @pytest.mark.parametrize("name", ["lstm-mnist", "gru-pmnist"])
 def test_load_model_accepts_both_sources(name, shipped_checkpoint):
-    _loaded = load_model(f"pretrained:{name}")
-    shipped, transform, data = _loaded.model, _loaded.transform, _loaded.data
-    _loaded = load_model(shipped_checkpoint(name))
-    from_checkpoint, transform2, data2 = _loaded.model, _loaded.transform, _loaded.data
+    trained = load_model(f"pretrained:{name}")
+    shipped, transform, data = trained.model, trained.transform, trained.data
+    trained = load_model(shipped_checkpoint(name))
+    from_checkpoint, transform2, data2 = trained.model, trained.transform, trained.data
     perm, perm2 = transform.permutation, transform2.permutation
     assert data["spec"] == data2["spec"] == "mnist" and transform.mean is None is transform2.mean
     assert (perm is None) == (perm2 is None) == (name == "lstm-mnist")

@@ -123,9 +123,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from ..files import write_json
     from ..training.distributed import resolve_device
     from ..training.evaluate import evaluate, format_report
-    from ..files import write_json
     source = _source(args)
     trained, dataset = _model_and_data(args, source)
     split = dataset.splits[args.split].subset(_positive("--limit", args.limit))
@@ -275,8 +275,7 @@ def cmd_pipeline(args) -> int:
 
 
 def cmd_pretrained(args) -> int:
-    from ..trained import available
-    from ..trained import pretrained_source
+    from ..trained import available, pretrained_source
 
     print(f"{'name':14} {'cell':5} {'task':16} {'test acc':>8}  use as")
     for card in available():
@@ -288,7 +287,12 @@ def cmd_pretrained(args) -> int:
 
 
 def cmd_mrl(args) -> int:
-    from ..tools.analysis import curves, mean_recurrent_length, plot_curves, skip_rnn_mean_recurrent_length
+    from ..tools.analysis import (
+        curves,
+        mean_recurrent_length,
+        plot_curves,
+        skip_rnn_mean_recurrent_length,
+    )
 
     if not args.dilations or any(d < 1 for d in args.dilations):
         raise UserError(f"--dilations must be positive integers, got {list(args.dilations)}")

@@ -5,8 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import (ATC_OPSET, CLASS_WEIGHTS, DEFAULT_OPSET, FORMATS, INITS, LAYOUTS, NORMALIZATIONS, OPTIMIZERS,
-                      PRECISIONS, SCHEDULES, ModelConfig, TrainConfig)
+from ..config import (
+    ATC_OPSET,
+    CLASS_WEIGHTS,
+    DEFAULT_OPSET,
+    FORMATS,
+    INITS,
+    LAYOUTS,
+    NORMALIZATIONS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    ModelConfig,
+    TrainConfig,
+)
 from ..model.cells import CELL_NAMES
 from ..training.presets import DEFAULTS, PRESETS
 from . import commands as cmd

@@ -151,11 +151,20 @@ def _classes(source, labels: np.ndarray) -> tuple[str, ...]:
 
 
 def _as_labels(source, y: np.ndarray) -> np.ndarray:
-    """Integer-valued float labels (3.0) as integers, so that they name the same classes as 3; others as given."""
+    """Integer-valued float labels (3.0) as integers, so that they name the same classes as 3; others as given.
+    Numbers with a fraction, as numbers or as text (a .ts file's regression targets), are refused."""
+    if y.dtype.kind in "USO":
+        try:
+            numbers = np.array([float(v) for v in y])
+        except (TypeError, ValueError):
+            return y  # class names
+        if not (np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()):
+            _classes(source, numbers)  # refuses fractions and NaN, naming one
+        return y
     if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
         return y.astype(np.int64)
     if np.issubdtype(y.dtype, np.floating):
-        _classes(source, y)  # refuses fractions and NaN, naming one
+        _classes(source, y)
     return y
 
 

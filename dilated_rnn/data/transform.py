@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 _TINY = 1e-8  # a standard deviation below this (a constant channel) counts as 1
 
 

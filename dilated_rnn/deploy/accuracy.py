@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bins import OUTPUT_DTYPES, OUTPUT_SUFFIX, load_labels
 from ..errors import ParameterError, UserError
 from ..training.evaluate import classification_report
-
+from .bins import OUTPUT_DTYPES, OUTPUT_SUFFIX, load_labels
 
 
 def _detect(path: Path, num_classes: int) -> str:

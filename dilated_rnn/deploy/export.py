@@ -276,7 +276,14 @@ def export_step_onnx(trained: TrainedModel, path, check_inputs, opset: int = DEF
     """
     import onnx
 
-    from .stream import STEP_INPUTS, STEP_OUTPUTS, OnnxStream, StepGraph, TorchStream, stream_sequences
+    from .stream import (
+        STEP_INPUTS,
+        STEP_OUTPUTS,
+        OnnxStream,
+        StepGraph,
+        TorchStream,
+        stream_sequences,
+    )
 
     sequences = _as_sequences(check_inputs)
     trained = trained.to("cpu")

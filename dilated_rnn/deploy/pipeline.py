@@ -9,7 +9,14 @@ from ..files import write_json
 from ..trained import load_model
 from .accuracy import accuracy_report
 from .bins import write_bins
-from .export import INT8_CELLS, OPENVINO_PRECISIONS, PRECISIONS, export_length, export_onnx, export_openvino
+from .export import (
+    INT8_CELLS,
+    OPENVINO_PRECISIONS,
+    PRECISIONS,
+    export_length,
+    export_onnx,
+    export_openvino,
+)
 from .infer import infer_folder
 
 

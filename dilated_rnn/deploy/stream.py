@@ -18,13 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from torch import nn
 
 from .. import engine
 from ..errors import ParameterError, UserError
 from ..files import atomic_path, write_json
-from ..model.streaming import Layout, StreamState, check_state, initial_state, step_layers, stream_classifier
+from ..model.streaming import (
+    Layout,
+    StreamState,
+    check_state,
+    initial_state,
+    step_layers,
+    stream_classifier,
+)
 from ..trained import TrainedModel
 from .infer import latency_stats
 

@@ -10,7 +10,14 @@ holds none of their state, and they read only its public attributes.
 
 from .dispatch import BACKENDS, backend, can_run, fused, runs, use
 from .recurrence import run_layer
-from .stack import ClassifierStream, freeze, pack_weights, stack_arrays, stack_outputs, stream_registers
+from .stack import (
+           ClassifierStream,
+           freeze,
+           pack_weights,
+           stack_arrays,
+           stack_outputs,
+           stream_registers,
+)
 
 __all__ = ["BACKENDS", "ClassifierStream", "backend", "can_run", "freeze", "fused", "pack_weights", "run_layer",
            "runs", "stack_arrays", "stack_outputs", "stream_registers", "use"]

@@ -213,9 +213,9 @@ def _peak_memory(step, dev: torch.device) -> int | None:
         step()
         torch.cuda.synchronize(dev)
         return torch.cuda.max_memory_allocated(dev) - base
-    from torch.profiler import ProfilerActivity, profile
-
     import tracemalloc
+
+    from torch.profiler import ProfilerActivity, profile
 
     tracemalloc.start()
     try:
@@ -247,7 +247,13 @@ def bench_inference(trained, backend: str, latency_images: int = 500, batch_imag
     """
     from ..data.mnist import scale_pixels
     from ..deploy.export import export_onnx, export_openvino
-    from ..deploy.infer import OnnxBackend, OpenvinoBackend, TorchBackend, latency_stats, run_inference
+    from ..deploy.infer import (
+        OnnxBackend,
+        OpenvinoBackend,
+        TorchBackend,
+        latency_stats,
+        run_inference,
+    )
 
     gen = np.random.default_rng(0)
     images = torch.from_numpy(gen.integers(0, 256, (max(latency_images, batch_images), 784, 1), dtype=np.uint8))

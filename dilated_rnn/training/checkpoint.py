@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig, migrate_configs
+from ..data.transform import InputTransform
 from ..errors import UserError
 from ..files import write_bytes
 from ..integrity import seal, unseal
 from ..model.dilated import DilatedRNNClassifier
-from ..data.transform import InputTransform
 
 FORMAT = "dilated-rnn-checkpoint"
 FORMAT_VERSION = 4

@@ -36,8 +36,21 @@ from ..errors import ParameterError, TrainingDiverged, UserError
 from ..files import append_jsonl, exclusive, read_jsonl, write_json, write_jsonl
 from ..model.dilated import DilatedRNNClassifier
 from ..model.pruning import plan_outputs
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, transform_from_checkpoint
-from .distributed import barrier, check_replicas, init_from_env, max_across, mean_across, shard, wrap
+from .checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    transform_from_checkpoint,
+)
+from .distributed import (
+    barrier,
+    check_replicas,
+    init_from_env,
+    max_across,
+    mean_across,
+    shard,
+    wrap,
+)
 from .evaluate import evaluate, per_example
 from .optim import WeightAverage, lr_factor, make_optimizer, set_weight_decay
 from .process import check_memory, keep_freed_memory

@@ -34,8 +34,8 @@ def test_reference_flags_are_accepted(tmp_path, mnist_dir):
 
 
 def test_resume_flag_finishes_a_stopped_run(tmp_path, mnist_dir, small_mnist, capsys):
-    from dilated_rnn.training.checkpoint import load_checkpoint
     from dilated_rnn.model import ModelConfig
+    from dilated_rnn.training.checkpoint import load_checkpoint
     from dilated_rnn.training.train import TrainConfig, train
 
     run = tmp_path / "run"

@@ -112,9 +112,9 @@ def test_npz_with_string_labels_trains_and_names_its_classes(tmp_path, capsys):
 def test_resume_reloads_the_runs_data_and_continues_exactly(tmp_path, capsys):
     import torch
 
-    from dilated_rnn.training.checkpoint import load_checkpoint
     from dilated_rnn.config import ModelConfig, TrainConfig
     from dilated_rnn.data.datasets import load_dataset
+    from dilated_rnn.training.checkpoint import load_checkpoint
     from dilated_rnn.training.train import train
 
     cfg = TrainConfig(data="ucr:GunPoint", steps=12, batch_size=8, eval_every=6, log_every=6, optimizer="adam",
@@ -131,17 +131,20 @@ def test_resume_reloads_the_runs_data_and_continues_exactly(tmp_path, capsys):
 
 
 def test_a_user_model_ships_as_a_pretrained_model(vowels_run, tmp_path):
-    from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, transform_from_checkpoint
     from dilated_rnn.data.datasets import load_dataset
+    from dilated_rnn.trained import TrainedModel, load_pretrained, save_pretrained
+    from dilated_rnn.training.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        transform_from_checkpoint,
+    )
     from dilated_rnn.training.evaluate import evaluate
-    from dilated_rnn.trained import load_pretrained, save_pretrained
-    from dilated_rnn.trained import TrainedModel
 
     ckpt = load_checkpoint(vowels_run / "best.pt")
     save_pretrained(TrainedModel(model_from_checkpoint(ckpt), transform_from_checkpoint(ckpt)), {"data": ckpt["data"]},
                     tmp_path, "vowels")
-    _loaded = load_pretrained("vowels", tmp_path)
-    model, transform, card = _loaded.model, _loaded.transform, _loaded.card
+    trained = load_pretrained("vowels", tmp_path)
+    model, transform, card = trained.model, trained.transform, trained.card
     assert card["data"]["classes"] == [str(k) for k in range(1, 10)] and transform.mean.shape == (12,)
     test = load_dataset("ucr:JapaneseVowels").splits["test"]
     summary = json.loads((vowels_run / "test.json").read_text())

@@ -1,10 +1,12 @@
 """The deployment commands end to end on a small real folder: export -> make-bins -> infer -> accuracy, pipeline."""
 
 import json
+
 import pytest
 
-from dilated_rnn.deploy.accuracy import accuracy_report
 from dilated_rnn.cli import main
+from dilated_rnn.deploy.accuracy import accuracy_report
+
 
 @pytest.fixture
 def ckpt(shipped_checkpoint):

@@ -130,3 +130,15 @@ def test_make_bins_folders_are_readable_by_others(tmp_path, mnist_dir):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "bins").stat().st_mode) == 0o777 & ~mask
+
+
+def test_a_regression_set_is_named_as_one(tmp_path, capsys):
+    err = _fails(["train", "--data", "ucr:Tecator", "--run-dir", str(tmp_path / "run"), *FAST], capsys)
+    assert "labels are not class labels (e.g. 22.5)" in err and "regression target" in err
+
+
+def test_messages_speak_of_sequences_not_images(capsys):
+    for command in ("train", "evaluate", "infer", "make-bins", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "image" not in capsys.readouterr().out.replace("--check-images", ""), command

@@ -10,12 +10,18 @@ import torch
 
 from dilated_rnn.cli import main
 from dilated_rnn.config import ModelConfig
-from dilated_rnn.data.copy_task import CLASSES, generate, memoryless_loss, recalled, recalled_at_least
+from dilated_rnn.data.copy_task import (
+    CLASSES,
+    generate,
+    memoryless_loss,
+    recalled,
+    recalled_at_least,
+)
 from dilated_rnn.data.datasets import load_dataset
 from dilated_rnn.errors import ParameterError, UserError
-from dilated_rnn.training.evaluate import classification_report, per_example
 from dilated_rnn.model import DilatedRNNClassifier
 from dilated_rnn.tools.analysis import recall_gradients
+from dilated_rnn.training.evaluate import classification_report, per_example
 
 
 def test_sequences_hold_ten_symbols_a_delimiter_and_the_symbols_as_the_last_targets():

@@ -3,12 +3,11 @@ import pytest
 import torch
 
 from dilated_rnn.config import ATC_OPSET
-from dilated_rnn.errors import UserError
 from dilated_rnn.deploy.export import export_onnx, export_openvino
 from dilated_rnn.deploy.infer import OpenvinoBackend, session
+from dilated_rnn.errors import UserError
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
-from dilated_rnn.trained import load_pretrained
-from dilated_rnn.trained import TrainedModel
+from dilated_rnn.trained import TrainedModel, load_pretrained
 
 
 def _trained(name):
@@ -134,7 +133,6 @@ def test_openvino_ir_parity_fp32_and_fp16(tmp_path, mnist, name):
 
 def test_openvino_failed_parity_or_bad_arguments_write_nothing(tmp_path, mnist, monkeypatch):
     import dilated_rnn.deploy.export as export
-
     from dilated_rnn.errors import ParameterError
 
     model, trained = _trained("rnn-mnist")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from dilated_rnn.deploy.bins import write_bins
-from dilated_rnn.errors import UserError
 from dilated_rnn.deploy.export import export_onnx
 from dilated_rnn.deploy.infer import infer_folder
+from dilated_rnn.errors import UserError
 from dilated_rnn.trained import load_model
 
 

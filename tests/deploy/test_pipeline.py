@@ -6,7 +6,6 @@ import pytest
 
 from dilated_rnn.deploy import pipeline
 from dilated_rnn.deploy.pipeline import format_table, run_pipeline
-from dilated_rnn.trained import load_pretrained
 
 
 def test_pipeline_on_a_shipped_gru(tmp_path, mnist):
@@ -17,8 +16,6 @@ def test_pipeline_on_a_shipped_gru(tmp_path, mnist):
         ("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32"), ("openvino", "fp16")]
     assert result["skipped"] == {"int8": "ONNX Runtime quantises no GRU op"}  # OpenVINO IR has no int8 form here
     assert json.loads((tmp_path / "pipeline.json").read_text()) == result
-    _loaded = load_pretrained("gru-mnist")
-    _, _, card = _loaded.model, _loaded.transform, _loaded.card
     files = ["model-fp32.onnx", "model-fp16.onnx", "model-openvino-fp32.xml", "model-openvino-fp16.xml"]
     for row, name in zip(result["rows"], files):
         assert row["images"] == 40 and row["accuracy"] == row["batch1_accuracy"] > 0.9

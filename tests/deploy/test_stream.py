@@ -8,12 +8,16 @@ import pytest
 import torch
 
 from dilated_rnn.cli import main
-from dilated_rnn.deploy.export import export_step_onnx
-from dilated_rnn.model import DilatedRNNClassifier
-from dilated_rnn.deploy.stream import OnnxStream, TorchStream, anytime_accuracy, stream_sequences
-from dilated_rnn.trained import load_pretrained
-from dilated_rnn.trained import TrainedModel
 from dilated_rnn.data.transform import InputTransform
+from dilated_rnn.deploy.export import export_step_onnx
+from dilated_rnn.deploy.stream import (
+    OnnxStream,
+    TorchStream,
+    anytime_accuracy,
+    stream_sequences,
+)
+from dilated_rnn.model import DilatedRNNClassifier
+from dilated_rnn.trained import TrainedModel, load_pretrained
 
 
 def _prefix_logits(model, transform, sequence, first: int = 0):
@@ -25,10 +29,10 @@ def _prefix_logits(model, transform, sequence, first: int = 0):
 
 @pytest.mark.parametrize("name", ["lstm-mnist", "gru-mnist", "rnn-mnist"])
 def test_step_graph_streams_real_images_like_pytorch(tmp_path, mnist, name):
-    _loaded = load_pretrained(name)
-    model, transform, card = _loaded.model, _loaded.transform, _loaded.card
+    trained = load_pretrained(name)
+    model, transform = trained.model, trained.transform
     images = mnist["test"].subset(3)
-    report = export_step_onnx(_loaded, tmp_path / "step.onnx", images.sequences())
+    report = export_step_onnx(trained, tmp_path / "step.onnx", images.sequences())
     assert report["parity"]["passed"] and report["parity"]["max_abs_diff"] < 1e-4
     ops = {n.op_type for n in onnx.load(str(tmp_path / "step.onnx")).graph.node}
     assert "Mod" not in ops and not ops & {"LSTM", "GRU", "RNN", "Loop", "Scan"}  # slices and concats
@@ -52,12 +56,11 @@ def test_step_graph_of_a_normalized_model_with_a_wide_readout(tmp_path):
 
 
 def test_torch_stream_in_chunks_and_batches_equals_one_sample_at_a_time():
-    _loaded = load_pretrained("gru-mnist")
-    model, transform, card = _loaded.model, _loaded.transform, _loaded.card
+    trained = load_pretrained("gru-mnist")
     rng = np.random.default_rng(0)
     sequences = [rng.random((n, 1), dtype=np.float32) for n in (30, 41, 17)]
-    one, per_sample = stream_sequences(TorchStream(_loaded), sequences)
-    many, _ = stream_sequences(TorchStream(_loaded), sequences, batch_size=3, chunk=7)
+    one, per_sample = stream_sequences(TorchStream(trained), sequences)
+    many, _ = stream_sequences(TorchStream(trained), sequences, batch_size=3, chunk=7)
     assert len(per_sample) == 30 + 41 + 17
     for a, b, seq in zip(one, many, sequences):
         assert a.shape == (len(seq), 10)

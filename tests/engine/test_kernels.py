@@ -12,8 +12,8 @@ from torch import nn
 
 from dilated_rnn import engine
 from dilated_rnn.engine import recurrence
-from dilated_rnn.model.cells import CELL_NAMES, CELLS
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig, init_cell_
+from dilated_rnn.model.cells import CELL_NAMES, CELLS
 from dilated_rnn.model.reference import reference_forward
 
 pytestmark = pytest.mark.skipif(not engine.fused(), reason="DRNN_ENGINE=torch: no compiled backend")

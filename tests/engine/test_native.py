@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dilated_rnn import engine
-from dilated_rnn.errors import UserError
 from dilated_rnn.deploy.stream import Streamer
 from dilated_rnn.engine import native, recurrence, stack
 from dilated_rnn.engine import numba_kernels as nk
+from dilated_rnn.errors import UserError
 from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier, ModelConfig, init_cell_
 from dilated_rnn.model.cells import CELL_NAMES, CELLS
 from dilated_rnn.model.pruning import plan_outputs
@@ -254,10 +254,12 @@ def test_unavailable_without_a_compiler_or_when_turned_off(tmp_path, monkeypatch
 
 
 @needs_lanes
-def test_a_damaged_build_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+def test_a_damaged_build_is_rebuilt_not_loaded(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DRNN_KERNEL_CACHE", str(tmp_path))
     built = native._compile()
     assert built.parent == tmp_path and (tmp_path / (built.name + ".sha256")).is_file()
+    assert "compiling the native kernels once" in capsys.readouterr().err  # said before the one-off wait
+    assert native._compile() == built and capsys.readouterr().err == ""  # built: nothing to say
     data = built.read_bytes()
     built.write_bytes(data[: len(data) // 2])  # truncated after it was built
     assert native._compile() == built and len(built.read_bytes()) > len(data) // 2  # rebuilt whole

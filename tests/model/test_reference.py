@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
 from torch import nn
 
-from dilated_rnn.model.cells import CELLS
 from dilated_rnn.model import DilatedRNN
+from dilated_rnn.model.cells import CELLS
 from dilated_rnn.model.reference import cell_step, reference_forward
 
 

@@ -8,13 +8,13 @@ import itertools
 import pytest
 import torch
 
+from dilated_rnn import engine
+from dilated_rnn.data.transform import InputTransform
+from dilated_rnn.deploy.stream import Streamer
 from dilated_rnn.model import DilatedRNN, DilatedRNNClassifier
 from dilated_rnn.model.reference import reference_forward
-from dilated_rnn import engine
-from dilated_rnn.deploy.stream import Streamer
 from dilated_rnn.model.streaming import Layout, StreamState, reset_rows
 from dilated_rnn.trained import TrainedModel
-from dilated_rnn.data.transform import InputTransform
 
 CELLS = ("rnn", "lstm", "gru")
 # nested, not nested, d0 > 1, decreasing, a single layer

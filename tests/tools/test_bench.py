@@ -6,10 +6,16 @@ import pytest
 import torch
 
 from dilated_rnn import engine
-from dilated_rnn.trained import TrainedModel
-from dilated_rnn.tools.bench import PROFILE_PARTS, bench_inference, bench_profile, bench_stream, bench_train_step
 from dilated_rnn.cli import main
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+from dilated_rnn.tools.bench import (
+    PROFILE_PARTS,
+    bench_inference,
+    bench_profile,
+    bench_stream,
+    bench_train_step,
+)
+from dilated_rnn.trained import TrainedModel
 
 SMALL = ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru")
 

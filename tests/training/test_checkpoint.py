@@ -4,6 +4,9 @@ import pickle
 import pytest
 import torch
 
+from dilated_rnn.data.mnist import pixel_permutation
+from dilated_rnn.errors import UserError
+from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 from dilated_rnn.training.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
@@ -11,9 +14,6 @@ from dilated_rnn.training.checkpoint import (
     permutation_from_checkpoint,
     save_checkpoint,
 )
-from dilated_rnn.data.mnist import pixel_permutation
-from dilated_rnn.errors import UserError
-from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
 
 CONFIG = ModelConfig(hidden_sizes=(4, 4), dilations=(1, 2), cell="gru")
 

@@ -2,19 +2,19 @@
 
 import json
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint
 from dilated_rnn.data.mnist import load_mnist
 from dilated_rnn.data.splits import batch_indices
-from dilated_rnn.training.evaluate import evaluate
+from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint
 from dilated_rnn.training.distributed import Context, shard
+from dilated_rnn.training.evaluate import evaluate
 
 ARGS = ["--hidden-sizes", "8", "--dilations", "1,2,4,8", "--steps", "6", "--batch-size", "16", "--eval-every", "1",
         "--log-every", "1", "--train-limit", "256", "--val-limit", "50", "--test-limit", "50", "--no-progress",

@@ -3,8 +3,13 @@
 import pytest
 import torch
 
-from dilated_rnn.training.evaluate import classification_report, evaluate, format_report, predict_logits
 from dilated_rnn.trained import load_pretrained
+from dilated_rnn.training.evaluate import (
+    classification_report,
+    evaluate,
+    format_report,
+    predict_logits,
+)
 
 
 def test_report_from_its_definitions():
@@ -24,8 +29,8 @@ def test_a_class_without_examples_scores_zero_not_nan():
 
 
 def test_shipped_permuted_model_on_real_digits(mnist):
-    _loaded = load_pretrained("gru-pmnist")
-    model, perm, card = _loaded.model, _loaded.transform, _loaded.card
+    trained = load_pretrained("gru-pmnist")
+    model, perm = trained.model, trained.transform
     test = mnist["test"].subset(300)
     logits = predict_logits(model, test, perm, batch_size=128)
     assert logits.shape == (300, 10) and not model.training

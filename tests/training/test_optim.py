@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from dilated_rnn.training.optim import TFRMSprop, lr_factor, make_optimizer, update_average
+from dilated_rnn.training.optim import (
+    TFRMSprop,
+    lr_factor,
+    make_optimizer,
+    update_average,
+)
 
 
 def test_tf_rmsprop_matches_the_tensorflow_update_rule():

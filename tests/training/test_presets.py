@@ -5,8 +5,8 @@ import json
 import pytest
 
 from dilated_rnn.cli import main
-from dilated_rnn.training.presets import ADAM_LATE_WD, DEFAULTS, PRESETS, resolve
 from dilated_rnn.trained import available
+from dilated_rnn.training.presets import ADAM_LATE_WD, DEFAULTS, PRESETS, resolve
 
 SMALL = ["--hidden-sizes", "8", "--dilations", "1,4,16", "--train-limit", "256", "--val-limit", "100",
          "--test-limit", "100", "--eval-every", "3", "--no-progress", "--threads", "1"]

@@ -8,13 +8,16 @@ import pytest
 import torch
 
 import dilated_rnn.training.train
-
-from dilated_rnn.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from dilated_rnn.data.mnist import pixel_permutation
 from dilated_rnn.data.transform import InputTransform
 from dilated_rnn.errors import ParameterError, UserError
-from dilated_rnn.training.evaluate import evaluate
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig
+from dilated_rnn.training.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from dilated_rnn.training.evaluate import evaluate
 from dilated_rnn.training.train import TrainConfig, TrainingDiverged, train
 
 TINY = ModelConfig(hidden_sizes=(8, 8, 8), dilations=(1, 4, 16), cell="lstm")
