@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ParameterError
 from .model.cells import CELL_NAMES, INITS
 
-READOUTS = ("last", "every")  # a label per sequence, or one per step (sequence labelling)
+# A label per sequence from the top layer's last step(s); from every layer's last step(s), concatenated (each
+# dilated layer's view at its own time scale, still on the pruned chains); or one label per step (labelling).
+READOUTS = ("last", "layers", "every")
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (data/transform.py)

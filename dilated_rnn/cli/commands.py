@@ -55,9 +55,18 @@ def _configs(args):
     dilations = args.dilations or default_dilations(dataset.train_max_length)
     hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
     model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
-                        num_classes=dataset.num_classes, readout="every" if dataset.per_step else "last",
+                        num_classes=dataset.num_classes, readout=_readout(args.readout, dataset),
                         **{k: recipe[k] for k in MODEL_SETTINGS})
     return dataset, model, train
+
+
+def _readout(given: str | None, dataset) -> str:
+    if dataset.per_step:
+        if given not in (None, "every"):
+            raise UserError(f"--readout {given}: {dataset.spec} has a label at every step, which the every-step "
+                            "readout reads")
+        return "every"
+    return given or "last"
 
 
 def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed,

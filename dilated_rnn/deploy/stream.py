@@ -50,6 +50,8 @@ class Streamer:
 
     def __init__(self, trained: TrainedModel):
         _check_streamable(trained.transform)
+        if trained.config.readout == "layers":
+            raise ValueError("a readout of every layer is not streamed: the state keeps the top layer's outputs only")
         clf = trained.model
         self.clf = clf.eval()
         self.transform = trained.transform
@@ -93,6 +95,8 @@ class StepGraph(nn.Module):
     def __init__(self, trained: TrainedModel):
         super().__init__()
         _check_streamable(trained.transform)
+        if trained.config.readout == "layers":
+            raise ValueError("a readout of every layer is not streamed: the state keeps the top layer's outputs only")
         clf, transform = trained.model, trained.transform
         self.clf = clf
         self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)

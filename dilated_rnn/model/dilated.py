@@ -116,11 +116,12 @@ class DilatedRNN(nn.Module):
         if x.dim() != 3 or x.shape[2] != F or x.shape[1] < 1:
             raise ValueError(f"expected input [batch, steps >= 1, {F} channel(s)], got shape {list(x.shape)}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Every step of the top layer: [B, T, F] -> [B, T, H_top]."""
+    def forward(self, x: torch.Tensor, every_layer: bool = False) -> torch.Tensor:
+        """Every step of the top layer: [B, T, F] -> [B, T, H_top]; ``every_layer``: of every layer, concatenated
+        bottom first, [B, T, sum of H_l]."""
         self.check_input(x)
         B, T, _ = x.shape
-        h = x
+        h, outputs = x, []
         for i, (layer, d) in enumerate(zip(self.layers, self.dilations)):
             if i > 0:
                 h = self.drop(h)
@@ -131,7 +132,8 @@ class DilatedRNN(nn.Module):
             h = engine.run_layer(layer, h, self.cell)  # [B*d, n, H_l]
             # Back to time order: [B, d, n, H_l] -> [B, n, d, H_l] -> [B, n*d, H_l] -> [B, T, H_l]
             h = h.reshape(B, d, n, -1).transpose(1, 2).reshape(B, n * d, -1)[:, :T]
-        return h
+            outputs.append(h)
+        return torch.cat(outputs, dim=2) if every_layer else h
 
     def stream(self, x: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, StreamState]:
         """The top outputs at a chunk's steps, [B, n, F] -> [B, n, H_top], and the state after them.
@@ -146,22 +148,26 @@ class DilatedRNN(nn.Module):
         """Dropout on layer outputs on their way up (module doc); the identity in evaluation mode."""
         return nn.functional.dropout(h, self.dropout, self.training) if self.dropout else h
 
-    def outputs_at(self, x: torch.Tensor, steps, shift: torch.Tensor | None = None) -> torch.Tensor:
+    def outputs_at(self, x: torch.Tensor, steps, shift: torch.Tensor | None = None,
+                   every_layer: bool = False) -> torch.Tensor:
         """Top-layer outputs at ``steps`` only: [B, T, F] -> [B, len(steps), H_top].
 
-        Equal to ``forward(x)[:, steps]`` but computes only the chains those
+        Equal to ``forward(x, every_layer)[:, steps]`` but computes only the chains those
         outputs depend on. ``shift`` [B] (compiled engine backends only): row b's first
         ``shift[b]`` steps are padding in front of its sequence; every chain
-        skips them, so its outputs are those of the sequence alone.
+        skips them, so its outputs are those of the sequence alone. ``every_layer``: every layer's
+        outputs at ``steps``, concatenated bottom first, [B, len(steps), sum of H_l]; every layer
+        computes those steps on the way to the top's, so this costs no more cell steps.
         """
         self.check_input(x)
         B, T, _ = x.shape
         steps = tuple(steps)
         dropping = self.training and self.dropout > 0
-        if engine.runs(x, self.cell) and shift is None and not torch.is_grad_enabled() and not dropping:
+        fast = engine.runs(x, self.cell) and shift is None and not torch.is_grad_enabled() and not dropping
+        if fast and not every_layer:
             return engine.stack_outputs(self, x, T, steps)
-        layers_plan, readout = _plan_indices(T, self.dilations, steps, x.device)
-        h = x
+        layers_plan, readouts = _plan_indices(T, self.dilations, steps, x.device)
+        h, outputs = x, []
         for i, (layer, (gather, R, n, padded, residues, d)) in enumerate(zip(self.layers, layers_plan)):
             if i > 0:  # each output the layer below computed, once, before the gather may repeat it
                 h = self.drop(h)
@@ -175,13 +181,15 @@ class DilatedRNN(nn.Module):
             else:
                 h = engine.run_layer(layer, h, self.cell)  # [B*R, n, H_l]
             h = h.reshape(B, R * n, -1)  # outputs at the layer's plan positions
-        return h.index_select(1, readout)  # [B, len(steps), H_top]
+            outputs.append(h.index_select(1, readouts[i]))  # [B, len(steps), H_l]
+        return torch.cat(outputs, dim=2) if every_layer else outputs[-1]
 
 
 @functools.lru_cache(maxsize=256)
 def _plan_indices(T: int, dilations: tuple[int, ...], steps: tuple[int, ...], device: torch.device):
     """``plan_outputs``'s gathers as indices on ``device``, per layer (gather, R, n, padded, residues, d), and
-    the readout's rows: what the pruned PyTorch path reads; a pure function of its arguments, so memoized."""
+    the rows of ``steps`` in each layer's outputs: what the pruned PyTorch path reads; a pure function of its
+    arguments, so memoized."""
     plan = plan_outputs(T, dilations, steps)
     with torch.inference_mode(False):  # shared by every later call: never inference tensors, which autograd refuses
         layers_plan = [
@@ -189,7 +197,7 @@ def _plan_indices(T: int, dilations: tuple[int, ...], steps: tuple[int, ...], de
              lp.padded, torch.tensor(lp.residues, device=device), d)
             for lp, d in zip(plan.layers, dilations)
         ]
-        return layers_plan, torch.tensor(plan.readout, device=device)
+        return layers_plan, [torch.tensor(rows, device=device) for rows in plan.layer_readouts]
 
 
 def _as_slice(gather) -> slice | None:
@@ -203,8 +211,10 @@ def _as_slice(gather) -> slice | None:
 
 
 class DilatedRNNClassifier(nn.Module):
-    """Sequence classifier: logits [B, K] from the top layer's last step; with ``readout="every"``
-    a sequence labeller, logits [B, T, K] at every step (the copy-memory task), which needs d0 = 1.
+    """Sequence classifier: logits [B, K] from the top layer's last step; with ``readout="layers"`` from every
+    layer's last step, concatenated (the head sees each dilated layer's view, at its own time scale); with
+    ``readout="every"`` a sequence labeller, logits [B, T, K] at every step (the copy-memory task), which
+    needs d0 = 1.
 
     When the first dilation d0 > 1 the stack is d0 interleaved sub-networks,
     so the readout concatenates the last d0 top-layer outputs (the paper's
@@ -223,7 +233,9 @@ class DilatedRNNClassifier(nn.Module):
         seeded = torch.get_rng_state()
         self.rnn = DilatedRNN(input_size, c.hidden_sizes, c.dilations, c.cell, c.dropout)
         self.readout_steps = c.dilations[0]
-        self.head = nn.Linear(self.readout_steps * c.hidden_sizes[-1], num_classes)
+        self.every_layer = c.readout == "layers"  # the head reads every layer's last step(s)
+        width = sum(c.hidden_sizes) if self.every_layer else c.hidden_sizes[-1]
+        self.head = nn.Linear(self.readout_steps * width, num_classes)
         self.reset_parameters()
         if (c.init, c.forget_bias) != ("tf", 1.0):
             # Drawn as a default model first, then the cells again from the generator state the
@@ -284,13 +296,13 @@ class DilatedRNNClassifier(nn.Module):
         source = torch.arange(T, device=x.device).unsqueeze(0) - shift.unsqueeze(1)  # [B, T] step read, < 0: pad
         x = x.gather(1, source.clamp(min=0).unsqueeze(2).expand(-1, -1, x.shape[2]))  # [B, T, F] right-aligned
         x = x * (source >= 0).unsqueeze(2)  # zeros in front (never read: the kernels skip them)
-        h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(T), shift))  # [B, d0, H_top]
+        h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(T), shift, self.every_layer))  # [B, d0, H_top]
         return self.head(h.reshape(B, -1))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
-        h = self.rnn.drop(self.rnn.outputs_at(x, self._steps(x.shape[1])))  # [B, d0, H_top]
-        return self.head(h.reshape(B, -1))  # [B, d0*H_top] -> [B, K]
+        h = self.rnn.outputs_at(x, self._steps(x.shape[1]), every_layer=self.every_layer)  # [B, d0, H_top]
+        return self.head(self.rnn.drop(h).reshape(B, -1))  # [B, d0*H_top] -> [B, K] (layers: sum of H_l)
 
     def stream(self, x: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, StreamState]:
         """Anytime classification: logits at every step of a chunk, [B, n, F] -> [B, n, K], and the new state.
@@ -308,7 +320,7 @@ class DilatedRNNClassifier(nn.Module):
         if self.config.readout == "every":
             return self._every_step(x, lengths)
         B, T, _ = x.shape
-        h = self.rnn(x)  # [B, T, H_top]
+        h = self.rnn(x, self.every_layer)  # [B, T, H_top] (layers: sum of H_l)
         if lengths is None:
             h = h[:, self._steps(T)]  # [B, d0, H_top]
         else:  # row b reads steps lengths[b] - d0 .. lengths[b] - 1

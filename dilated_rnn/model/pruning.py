@@ -36,6 +36,9 @@ class LayerPlan:
 class OutputPlan:
     layers: tuple[LayerPlan, ...]
     readout: tuple[int, ...]  # row of each requested step in the top layer's positions
+    # Row of each requested step in every layer's positions, bottom first: a top output at step s reads the
+    # layer below at s, and so on down, so every layer computes the requested steps themselves.
+    layer_readouts: tuple[tuple[int, ...], ...] = ()
 
     @property
     def cell_steps(self) -> int:
@@ -72,5 +75,6 @@ def _plan(T: int, dilations: tuple[int, ...], steps: tuple[int, ...]) -> OutputP
         gather = tuple(row[p] if p < T else pad_row for p in positions)
         layers.append(LayerPlan(residues, n, positions, gather, any(p >= T for p in positions)))
         below = positions
-    top = {t: i for i, t in enumerate(below) if t < T}
-    return OutputPlan(tuple(layers), tuple(top[s] for s in steps))
+    rows = [{t: i for i, t in enumerate(lp.positions) if t < T} for lp in layers]
+    readouts = tuple(tuple(row[s] for s in steps) for row in rows)
+    return OutputPlan(tuple(layers), readouts[-1], readouts)

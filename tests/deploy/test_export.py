@@ -146,3 +146,16 @@ def test_openvino_failed_parity_or_bad_arguments_write_nothing(tmp_path, mnist, 
     with pytest.raises(UserError, match="m.xml: exported fp32 OpenVINO IR disagrees with PyTorch"):
         export_openvino(trained, tmp_path / "m.xml", images)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_layer_readout_exports_with_parity(tmp_path, cell):
+    """readout="layers" on the pruned graph (one length) and on the every-step graph (lengths vary)."""
+    torch.manual_seed(0)
+    model = DilatedRNNClassifier(2, [5, 4, 6], [1, 2, 4], cell, num_classes=3, readout="layers").eval()
+    rng = torch.Generator().manual_seed(1)
+    fixed = [torch.randn(13, 2, generator=rng).numpy() for _ in range(20)]
+    varied = [torch.randn(int(n), 2, generator=rng).numpy() for n in torch.randint(4, 30, (20,), generator=rng)]
+    for name, sequences, max_length in (("fixed", fixed, None), ("varied", varied, 29)):
+        report = export_onnx(TrainedModel(model), tmp_path / f"{name}.onnx", sequences, max_length=max_length)
+        assert report["parity"]["passed"] and report["parity"]["max_abs_diff_batched"] <= 1e-4

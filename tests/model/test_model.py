@@ -331,3 +331,51 @@ def test_fused_variable_length_work_follows_the_real_lengths(monkeypatch):
     model(x, lengths).sum().backward()
     expected = sum(plan_outputs(n, model.rnn.dilations, [n - 1]).cell_steps for n in lengths.tolist())
     assert len(calls) == 5 and sum(work) == expected
+
+
+def _layers_classifier(cell, dilations, dtype=torch.float64):
+    hidden = [5, 4, 6, 3][: len(dilations)]
+    return DilatedRNNClassifier(2, hidden, dilations, cell, num_classes=3, readout="layers").to(dtype)
+
+
+@pytest.mark.parametrize("cell,dilations,T", list(itertools.product(CELLS, SCHEDULES, LENGTHS)))
+def test_every_layer_readout_matches_the_reference_on_the_pruned_chains(cell, dilations, T):
+    """readout="layers": the head reads every layer's last d0 outputs, all of them on the pruned chains."""
+    if T < dilations[0]:
+        pytest.skip("sequence shorter than the readout")
+    model = _layers_classifier(cell, dilations)
+    assert model.head.in_features == dilations[0] * sum([5, 4, 6, 3][: len(dilations)])
+    x = torch.randn(3, T, 2, dtype=torch.float64)
+    every = reference_forward(model.rnn, x, every_layer=True)  # [3, T, sum of H_l]
+    expected = model.head(every[:, T - dilations[0]:].reshape(3, -1))
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(model.forward_full(x), expected, rtol=0, atol=1e-10)
+    plan = plan_outputs(T, dilations, range(T - dilations[0], T))
+    assert all(len(rows) == dilations[0] for rows in plan.layer_readouts)  # every layer computes those steps
+
+
+@pytest.mark.parametrize("cell,dilations", list(itertools.product(CELLS, SCHEDULES)))
+def test_every_layer_readout_of_variable_lengths_compiled_and_not(cell, dilations):
+    model = _layers_classifier(cell, dilations, torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    lengths = torch.randint(max(1, dilations[0]), 21, (5,), generator=gen)
+    lengths[0] = 20
+    x = torch.randn(5, 20, 2, generator=gen)
+    double = _layers_classifier(cell, dilations)
+    double.load_state_dict(model.state_dict())
+    got = model(x, lengths)  # compiled: right-aligned, padding skipped (where the engine runs)
+    with engine.use("torch"):
+        grouped = model(x, lengths)  # PyTorch's modules, grouped by length
+    for b, n in enumerate(lengths.tolist()):
+        every = reference_forward(double.rnn, x[b : b + 1, :n].double(), every_layer=True)
+        expected = double.head(every[:, n - dilations[0]:].reshape(1, -1)).float()
+        torch.testing.assert_close(got[b : b + 1], expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(grouped[b : b + 1], expected, rtol=1e-4, atol=1e-4)
+    got.sum().backward()  # gradients flow through every layer's readout
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_every_layer_readout_is_not_streamed():
+    model = _layers_classifier("gru", [1, 2])
+    with pytest.raises(ValueError, match="not streamed"):
+        model.stream(torch.randn(2, 5, 2, dtype=torch.float64))
