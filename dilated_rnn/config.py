@@ -128,6 +128,9 @@ class TrainConfig:
     layout: str = "auto"  # how a file's arrays are read (data/readers.py): auto, ntc, or nct (sktime's [N, C, T])
     # "balanced": each class's training loss weighted by N / (K * its count), so rare classes count as much
     class_weight: str = "none"
+    # Where the settings no flag gave came from: "reference" (these defaults), "data" (training/recipe.py, a
+    # user's sequences) or a preset's name.
+    recipe: str = "reference"
     # Which validation keeps best.pt: the highest accuracy, its ties going to the earliest step ("earliest")
     # or to the lowest validation loss ("loss": for small validation sets, where ties are common).
     select_ties: str = "earliest"

@@ -41,21 +41,30 @@ def _source(args):
 
 
 def _configs(args):
-    """The run's dataset and configs: the flags given, over the preset, over the configs' defaults."""
+    """The run's dataset and configs: the flags given, over the preset, over the recipe derived from a user's
+    data (``training.recipe``), over the configs' defaults."""
     from ..data.datasets import default_dilations
+    from ..training import recipe as data_recipe
 
-    recipe = resolve(args.preset, {k: getattr(args, k) for k in DEFAULTS})
-    limits = {f"{s}_limit": getattr(args, f"{s}_limit") for s in ("train", "val", "test")}
-    train = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
-                        log_every=args.log_every, eval_batch_size=args.eval_batch_size, data=args.data or TrainConfig.data,
-                        val_fraction=args.val_fraction, normalize=args.normalize, select_ties=args.select_ties,
-                        layout=args.layout or "auto", class_weight=args.class_weight,
-                        **limits, **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
-    dataset = _load(train.data, args, train.val_fraction, train.seed, train.normalize, train.layout)
+    c = TrainConfig
+    dataset = _load(args.data or c.data, args, args.val_fraction, args.seed, args.normalize, args.layout or "auto")
     dilations = args.dilations or default_dilations(dataset.train_max_length)
-    hidden = args.hidden_sizes * len(dilations) if len(args.hidden_sizes) == 1 else args.hidden_sizes
+    derived = (data_recipe.derive(dataset, dilations, args.train_limit)
+               if data_recipe.applies(dataset) and args.preset is None else {})
+    recipe = resolve(args.preset, {k: getattr(args, k) for k in DEFAULTS}, derived)
+    pick = lambda name, default: next(v for v in (getattr(args, name), derived.get(name), default)  # noqa: E731
+                                      if v is not None)
+    limits = {f"{s}_limit": getattr(args, f"{s}_limit") for s in ("train", "val", "test")}
+    train = c(steps=pick("steps", c.steps), batch_size=pick("batch_size", c.batch_size), seed=args.seed,
+              eval_every=pick("eval_every", c.eval_every), log_every=pick("log_every", c.log_every),
+              eval_batch_size=args.eval_batch_size, data=args.data or c.data, val_fraction=args.val_fraction,
+              normalize=args.normalize, select_ties=pick("select_ties", c.select_ties), layout=args.layout or "auto",
+              class_weight=args.class_weight, recipe=args.preset or ("data" if derived else "reference"), **limits,
+              **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
+    hidden = args.hidden_sizes or ((derived["hidden"],) if derived else ModelConfig.hidden_sizes[:1])
+    hidden = hidden * len(dilations) if len(hidden) == 1 else hidden
     model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
-                        num_classes=dataset.num_classes, readout=_readout(args.readout, dataset),
+                        num_classes=dataset.num_classes, readout=_readout(args.readout or derived.get("readout"), dataset),
                         **{k: recipe[k] for k in MODEL_SETTINGS})
     return dataset, model, train
 

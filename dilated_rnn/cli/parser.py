@@ -21,6 +21,9 @@ from ..config import (
 )
 from ..model.cells import CELL_NAMES
 from ..training.presets import DEFAULTS, PRESETS
+from ..training.recipe import EPOCHS as RECIPE_EPOCHS
+from ..training.recipe import HIDDEN as RECIPE_HIDDEN
+from ..training.recipe import MAX_BATCH as RECIPE_MAX_BATCH
 from . import commands as cmd
 
 DATA_DIR_HELP = "MNIST IDX files (raw or .gz); fetched there if absent (default: $DRNN_DATA or ~/.cache/dilated-rnn/mnist)"
@@ -140,8 +143,9 @@ def _add_train(sub) -> None:
                    help="a named recipe (cell, task, optimizer, schedule, regularisers); explicit flags win")
     _add_recipe_flags(t)
     m, c = ModelConfig, TrainConfig
-    t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=str(m.hidden_sizes[0]),
-                   help="units per layer, comma-separated; one value is used for every layer")
+    t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=None,
+                   help=f"units per layer, comma-separated; one value is used for every layer (default: "
+                        f"{m.hidden_sizes[0]} for MNIST; your data: {RECIPE_HIDDEN})")
     t.add_argument("--readout", choices=("last", "layers"), default=None,
                    help="what the head reads: the top layer's last step(s), or every layer's, concatenated (each "
                         "dilated layer's view at its own time scale, at no extra cell steps) (default: last; "
@@ -149,24 +153,31 @@ def _add_train(sub) -> None:
     t.add_argument("--dilations", type=_int_list("--dilations"), default=None,
                    help="dilation per layer, comma-separated (default: 1, 2, 4, ... while the largest is at most "
                         "half the longest training sequence: 1..256 for MNIST)")
-    t.add_argument("--steps", "-epoch", type=int, default=c.steps, action=_Given,
-                   help="training steps (the reference's -epoch)")
+    t.add_argument("--steps", "-epoch", type=int, default=None, action=_Given,
+                   help=f"training steps (the reference's -epoch) (default: {c.steps} for MNIST; your data: "
+                        f"{RECIPE_EPOCHS} epochs of the training split, fewer for long sequences)")
     t.set_defaults(steps_given=False)  # --resume moves a run's end only when --steps is given
-    t.add_argument("--batch-size", "-batch_size", type=int, default=c.batch_size, help="batch size")
+    t.add_argument("--batch-size", "-batch_size", type=int, default=None,
+                   help=f"batch size (default: {c.batch_size} for MNIST; your data: an eighth of the training split, "
+                        f"at most {RECIPE_MAX_BATCH})")
     t.add_argument("--seed", type=int, default=c.seed,
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
     t.add_argument("--val-fraction", type=float, default=c.val_fraction,
                    help="share of each class held out for validation where the data gives none (not MNIST)")
     t.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=c.class_weight,
                    help="balanced: weight each class's training loss by N / (K * its count), for imbalanced data")
-    t.add_argument("--select-ties", choices=("earliest", "loss"), default=c.select_ties,
+    t.add_argument("--select-ties", choices=("earliest", "loss"), default=None,
                    help="which of the validations tied at the best accuracy keeps best.pt: the earliest, or the "
-                        "lowest validation loss (for small validation sets)")
+                        f"lowest validation loss (default: {c.select_ties} for MNIST; loss for your data)")
     t.add_argument("--normalize", choices=("auto", *NORMALIZATIONS), default=c.normalize,
-                   help="input standardisation: auto (none for MNIST, channel otherwise), none, channel (per-channel "
-                        "statistics of the training split) or sequence (each sequence by its own)")
-    t.add_argument("--eval-every", type=int, default=c.eval_every, help="validate every N steps")
-    t.add_argument("--log-every", type=int, default=c.log_every, help="log the training loss every N steps")
+                   help="input standardisation: none, channel (per-channel statistics of the training split), sequence "
+                        "(each sequence by its own) or auto (none for MNIST; sequence for one channel whose scale "
+                        "varies tenfold across sequences; else channel)")
+    t.add_argument("--eval-every", type=int, default=None,
+                   help=f"validate every N steps (default: {c.eval_every} for MNIST; 30 times a run on your data)")
+    t.add_argument("--log-every", type=int, default=None,
+                   help=f"log the training loss every N steps (default: {c.log_every} for MNIST; as --eval-every "
+                        "on your data)")
     t.add_argument("--eval-batch-size", type=int, default=c.eval_batch_size, help="batch size of evaluation")
     for split in ("train", "val", "test"):
         t.add_argument(f"--{split}-limit", type=int, default=None,

@@ -52,7 +52,8 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
                  seed: int = 0, normalize: str = "auto", layout: str = "auto") -> Dataset:
     """The dataset ``spec`` names (module doc), with its validation split and fitted normalization.
 
-    ``normalize`` (``transform.fit_normalization``): "auto" is "none" for MNIST, "channel" otherwise.
+    ``normalize`` (``transform.fit_normalization``): "auto" is "none" for MNIST, else ``transform.auto_normalization``
+    (each sequence by its own statistics for one channel whose scale varies widely, per channel otherwise).
     ``layout`` (``.npz`` arrays only, ``readers.py``): ``auto``, ``ntc`` or ``nct``. A file's spec is kept
     resolved (an absolute path), so that the run finds it again from any directory.
     """
@@ -71,7 +72,7 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
     else:
         raise UserError(f"{spec}: unknown dataset; expected mnist, PATH.npz, PATH_TRAIN.ts, PATH_TRAIN.tsv, "
                         "ucr:NAME or copy:T")
-    dataset = _assemble(spec, raw, val_fraction, seed, "channel" if normalize == "auto" else normalize)
+    dataset = _assemble(spec, raw, val_fraction, seed, normalize)
     return dataset if layout == "auto" else dataclasses.replace(dataset, layout=layout)
 
 

@@ -84,11 +84,35 @@ def _standardise_each(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Te
     return (x - mean) / torch.where(std > _TINY, std, torch.ones_like(std))
 
 
+# ``auto`` standardises each sequence by its own statistics when the training sequences' own scales (their
+# standard deviations) spread over more than this factor between the 10th and 90th percentile: their scale then
+# varies from sequence to sequence (PLAID: 0 to 96) rather than carrying the class.
+SCALE_SPREAD = 10.0
+
+
+def auto_normalization(x: torch.Tensor, lengths: torch.Tensor) -> str:
+    """``auto``'s choice for a user's training sequences [N, T, F]: ``sequence`` for one channel whose
+    per-sequence scale varies widely (``SCALE_SPREAD``), else ``channel`` (several channels keep their own
+    scales: they often carry the class, as JapaneseVowels' cepstra do)."""
+    if x.shape[2] != 1:
+        return "channel"
+    mask = (torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).double()  # [N, T]
+    values = x[..., 0].double() * mask
+    count = mask.sum(1)
+    mean = values.sum(1) / count
+    std = ((((x[..., 0].double() - mean.unsqueeze(1)) * mask) ** 2).sum(1) / count).sqrt()
+    low, high = torch.quantile(std, torch.tensor([0.1, 0.9], dtype=torch.float64)).tolist()
+    return "sequence" if high > SCALE_SPREAD * max(low, _TINY) else "channel"
+
+
 def fit_normalization(x: torch.Tensor, lengths: torch.Tensor, kind: str = "channel") -> InputTransform:
-    """The ``kind`` of normalization (``config.NORMALIZATIONS``) of padded sequences [N, T, F] with ``lengths`` [N].
+    """The ``kind`` of normalization (``config.NORMALIZATIONS``, or ``auto``: ``auto_normalization``) of padded
+    sequences [N, T, F] with ``lengths`` [N].
 
     ``channel``: per-channel mean and std over the real steps of the given (training) sequences.
     """
+    if kind == "auto":
+        kind = auto_normalization(x, lengths)
     if kind == "none":
         return InputTransform()
     if kind == "sequence":

@@ -39,9 +39,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def resolve(preset: str | None, given: dict) -> dict:
-    """The training settings: ``given`` (only what the user set) over the preset over ``DEFAULTS``."""
+def resolve(preset: str | None, given: dict, derived: dict | None = None) -> dict:
+    """The training settings: ``given`` (only what the user set) over the preset over ``derived`` (the recipe of a
+    user's data, ``recipe.derive``) over ``DEFAULTS``."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     chosen = PRESETS[preset] if preset else {}
-    return {**DEFAULTS, **chosen, **{k: v for k, v in given.items() if v is not None}}
+    from_data = {k: v for k, v in (derived or {}).items() if k in DEFAULTS}
+    return {**DEFAULTS, **from_data, **chosen, **{k: v for k, v in given.items() if v is not None}}

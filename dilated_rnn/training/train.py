@@ -226,8 +226,10 @@ def describe(dataset: Dataset, model: ModelConfig, cfg: TrainConfig) -> list[str
         f"          {dataset.num_features} channel(s), {steps} steps, {dataset.num_classes} classes ({classes})",
         f"model     {model.cell}, {len(model.hidden_sizes)} layers x {units} units, dilations "
         f"{','.join(map(str, model.dilations))}, readout {model.readout}",
-        f"recipe    {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size}, {cfg.steps} steps "
-        f"(~{epochs:.1f} epochs), normalize {cfg.normalize}, class weight {cfg.class_weight}, seed {cfg.seed}",
+        f"recipe    {cfg.recipe}: {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size}, {cfg.steps} "
+        f"steps (~{epochs:.1f} epochs), normalize {cfg.normalize} "
+        f"({'sequence' if dataset.transform.per_sequence else 'channel' if dataset.transform.mean is not None else 'none'}"
+        f"), class weight {cfg.class_weight}, seed {cfg.seed}",
     ]
 
 

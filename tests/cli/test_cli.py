@@ -94,7 +94,8 @@ def test_mrl_command(tmp_path, capsys):
     assert "--dilations must be positive" in capsys.readouterr().err
 
 
-def test_every_help_line_states_its_real_default_once():
+def test_every_help_line_states_its_real_default_once(mnist_dir):
+    from dilated_rnn.cli.commands import _configs
     from dilated_rnn.cli.parser import _Help, build_parser
     from dilated_rnn.config import ModelConfig, TrainConfig
     from dilated_rnn.data.datasets import default_dilations
@@ -107,9 +108,12 @@ def test_every_help_line_states_its_real_default_once():
             assert text.count("(default") <= 1 and "(default: None)" not in text, (name, action.dest, text)
     help_of = {a.dest: a.help for a in commands["train"]._actions}
     assert f"(default: {TrainConfig.lr})" in help_of["lr"] and "(default: lstm)" in help_of["cell"]
-    train = commands["train"].parse_args([])
-    assert (train.steps, train.batch_size, train.seed) == (TrainConfig.steps, TrainConfig.batch_size, TrainConfig.seed)
-    assert train.dilations is None and train.hidden_sizes == ModelConfig.hidden_sizes[:1]
+    train = commands["train"].parse_args(["--data-dir", str(mnist_dir)])
+    assert train.steps is None and train.batch_size is None  # not given: the data's recipe or the config's default
+    _, model, cfg = _configs(train)  # MNIST: the config's defaults, the reference's
+    assert (cfg.steps, cfg.batch_size, cfg.seed, cfg.recipe) == (TrainConfig.steps, TrainConfig.batch_size,
+                                                                 TrainConfig.seed, "reference")
+    assert train.dilations is None and model.hidden_sizes == ModelConfig.hidden_sizes
     # --resume moves a run's end when --steps is given, even at the default's value
     assert not train.steps_given
     given = commands["train"].parse_args(["--resume", "run", "--steps", str(TrainConfig.steps)])

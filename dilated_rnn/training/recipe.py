@@ -1,0 +1,52 @@
+"""The recipe for a user's sequences, derived from the data: what ``drnn train --data FILE`` runs when neither a
+flag nor a preset says otherwise. MNIST and the copy task keep the reference's defaults (``config.py``).
+
+Every number below is a rule of the data's size, not a value tuned to a set:
+
+* the batch is an eighth of the training split, at most 32, so an epoch is at least eight steps and a batch
+  never exceeds the split (16 sequences: batches of 2);
+* training is counted in epochs of the training split (300), cut short where the run would exceed a budget
+  of cell steps (``CELL_STEP_BUDGET``: about 7 minutes of a 64-unit GRU on two cores), never under 20;
+* a GRU of 64 units per layer (dilations by the usual rule: 1, 2, 4, ... up to half the longest sequence),
+  reading every layer's last step (``readout="layers"``), Adam at 1e-3 with a cosine decay and gradients
+  clipped at norm 1;
+* 30 validations over the run; ties at the best validation accuracy go to the lowest validation loss
+  (validation sets of a few sequences tie often).
+
+``tests/training/test_recipe.py`` checks the rules on sets of 16 to 500 sequences.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..model.pruning import plan_outputs
+
+EPOCHS = 300
+MIN_EPOCHS = 20
+CELL_STEP_BUDGET = 2e8  # sequences x cell steps of the pruned plan, over the whole run
+HIDDEN = 64
+MAX_BATCH = 32
+BATCHES_PER_EPOCH = 8
+VALIDATIONS = 30
+SETTINGS = {"cell": "gru", "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "clip": 1.0}
+
+
+def applies(dataset) -> bool:
+    """Whether the data is a user's sequences (not MNIST, not labelled at every step)."""
+    return dataset.spec != "mnist" and not dataset.per_step
+
+
+def derive(dataset, dilations, train_limit: int | None = None) -> dict:
+    """The recipe's settings for ``dataset`` with ``dilations``: those of ``SETTINGS`` and ``batch_size``,
+    ``steps``, ``epochs`` (for the record), ``eval_every``, ``log_every``, ``select_ties``, ``hidden`` (units per
+    layer) and ``readout``."""
+    n = len(dataset.splits["train"].subset(train_limit))
+    T, d0 = dataset.train_max_length, dilations[0]
+    batch = max(1, min(MAX_BATCH, n // BATCHES_PER_EPOCH))
+    cell_steps = plan_outputs(T, dilations, range(T - d0, T)).cell_steps if T >= d0 else T * len(dilations)
+    epochs = max(MIN_EPOCHS, min(EPOCHS, CELL_STEP_BUDGET / (n * cell_steps)))
+    steps = math.ceil(epochs * n / batch)
+    every = max(1, steps // VALIDATIONS)
+    return {**SETTINGS, "batch_size": batch, "steps": steps, "epochs": round(epochs, 1), "eval_every": every,
+            "log_every": every, "select_ties": "loss", "hidden": HIDDEN, "readout": "layers"}
