@@ -8,7 +8,13 @@ import pytest
 
 from dilated_rnn.cli import main
 from dilated_rnn.data.datasets import default_dilations, load_dataset
-from dilated_rnn.training.recipe import CELL_STEP_BUDGET, EPOCHS, MAX_BATCH, MIN_EPOCHS, derive
+from dilated_rnn.training.recipe import (
+    CELL_STEP_BUDGET,
+    EPOCHS,
+    MAX_BATCH,
+    MIN_EPOCHS,
+    derive,
+)
 
 
 def _npz(path, n, T=8, F=1, classes=2, seed=0):
