@@ -76,6 +76,16 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
     return dataset if layout == "auto" else dataclasses.replace(dataset, layout=layout)
 
 
+def from_sequences(sequences, labels, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
+                   normalize: str = "auto", spec: str = "arrays") -> Dataset:
+    """A ``Dataset`` of in-memory sequences ([T_i, F] arrays) and their labels, checked as files are, with a
+    stratified validation split drawn from ``seed``; the test split is the validation split (there is no
+    other: callers that have test data evaluate it themselves)."""
+    dataset = _assemble(spec, {"source": spec, "splits": {"train": (list(sequences), np.asarray(labels))}},
+                        val_fraction, seed, normalize)
+    return dataclasses.replace(dataset, splits={**dataset.splits, "test": dataset.splits["val"]})
+
+
 def _read_npz(path: Path, layout: str) -> dict:
     """A training ``.npz``: each split present as (sequences, labels)."""
     arrays = read_npz(path)

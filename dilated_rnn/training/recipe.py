@@ -50,3 +50,18 @@ def derive(dataset, dilations, train_limit: int | None = None) -> dict:
     every = max(1, steps // VALIDATIONS)
     return {**SETTINGS, "batch_size": batch, "steps": steps, "epochs": round(epochs, 1), "eval_every": every,
             "log_every": every, "select_ties": "loss", "hidden": HIDDEN, "readout": "layers"}
+
+
+def configs(dataset, dilations, seed: int, data: str):
+    """The ``ModelConfig`` and ``TrainConfig`` of the recipe for ``dataset`` (what ``drnn train --data DATA
+    --seed SEED`` builds with no other flag)."""
+    from ..config import ModelConfig, TrainConfig
+
+    r = derive(dataset, dilations)
+    model = ModelConfig(input_size=dataset.num_features, hidden_sizes=(r["hidden"],) * len(dilations),
+                        dilations=tuple(dilations), cell=r["cell"], num_classes=dataset.num_classes,
+                        readout=r["readout"])
+    train = TrainConfig(steps=r["steps"], batch_size=r["batch_size"], lr=r["lr"], optimizer=r["optimizer"],
+                        schedule=r["schedule"], clip=r["clip"], seed=seed, data=data, eval_every=r["eval_every"],
+                        log_every=r["log_every"], select_ties=r["select_ties"], recipe="data")
+    return model, train

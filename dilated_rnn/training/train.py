@@ -251,10 +251,12 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     steps: int | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Train (or resume) a run in ``run_dir`` on ``data``; returns a summary with the best checkpoint's test report.
 
-    ``data`` is a ``Dataset`` (``data.datasets.load_dataset``; MNIST: ``data.mnist.load_mnist``). Under
+    ``data`` is a ``Dataset`` (``data.datasets.load_dataset``; MNIST: ``data.mnist.load_mnist``). ``quiet``:
+    print nothing (a library caller's choice; the CLI prints a line per log and validation). Under
     torchrun every rank calls this; rank 0 alone writes files, logs and the progress bar, and alone
     returns the test report.
 
@@ -279,7 +281,7 @@ def train(
                    else start_run(run_dir, data, model_config, cfg, ctx.is_main))
             if resume and steps is not None and steps != run.cfg.steps:
                 _move_end(run, steps, ctx.is_main)
-            return _train(run, data, ctx, dev, progress, stop_after)
+            return _train(run, data, ctx, dev, progress, stop_after, quiet)
     except Exception as e:
         if fresh and not isinstance(e, TrainingDiverged) and not (run_dir / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # a run that never saved a step leaves nothing behind
@@ -299,7 +301,7 @@ def _move_end(run: Run, steps: int, main: bool) -> None:
         write_json(config, {**json.loads(config.read_text()), "train": asdict(run.cfg)})
 
 
-def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | None) -> dict:
+def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | None, quiet: bool = False) -> dict:
     """The loop of ``train``: steps, logs, validations and checkpoints, then the test report."""
     run_dir, main, cfg = run.run_dir, ctx.is_main, run.cfg
     keep_freed_memory()
@@ -311,7 +313,7 @@ def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | 
     losses = []
     bar_on = progress and main and sys.stderr.isatty()  # a bar on a terminal; plain lines in a log file
     with _progress(run.step, cfg.steps, bar_on) as bar, _deferred_interrupt() as interrupted:
-        say = (bar.write if bar_on else lambda line: print(line, flush=True)) if main else None
+        say = (bar.write if bar_on else lambda line: print(line, flush=True)) if main and not quiet else None
         while run.step < end:
             losses.append(_take_step(run, net, optimizer, splits["train"], ctx, dev))
             bar.update(1)
