@@ -14,8 +14,10 @@ from .errors import ParameterError
 from .model.cells import CELL_NAMES, INITS
 
 # A label per sequence from the top layer's last step(s); from every layer's last step(s), concatenated (each
-# dilated layer's view at its own time scale, still on the pruned chains); or one label per step (labelling).
-READOUTS = ("last", "layers", "every")
+# dilated layer's view at its own time scale, still on the pruned chains); from the mean or the maximum of the
+# top layer's outputs over a sequence's real steps (every step computed); or one label per step (labelling).
+READOUTS = ("last", "layers", "mean", "max", "every")
+POOLED = ("mean", "max")
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (data/transform.py)

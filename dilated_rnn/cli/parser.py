@@ -146,10 +146,11 @@ def _add_train(sub) -> None:
     t.add_argument("--hidden-sizes", type=_int_list("--hidden-sizes"), default=None,
                    help=f"units per layer, comma-separated; one value is used for every layer (default: "
                         f"{m.hidden_sizes[0]} for MNIST; your data: {RECIPE_HIDDEN})")
-    t.add_argument("--readout", choices=("last", "layers"), default=None,
-                   help="what the head reads: the top layer's last step(s), or every layer's, concatenated (each "
-                        "dilated layer's view at its own time scale, at no extra cell steps) (default: last; "
-                        "data labelled at every step: every)")
+    t.add_argument("--readout", choices=("last", "layers", "mean", "max"), default=None,
+                   help="what the head reads: the top layer's last step(s); every layer's, concatenated (each "
+                        "dilated layer's view at its own time scale, at no extra cell steps); or the top layer's "
+                        "mean or maximum over the real steps (every step computed) (default: last for MNIST; "
+                        "layers for your data; data labelled at every step: every)")
     t.add_argument("--dilations", type=_int_list("--dilations"), default=None,
                    help="dilation per layer, comma-separated (default: 1, 2, 4, ... while the largest is at most "
                         "half the longest training sequence: 1..256 for MNIST)")

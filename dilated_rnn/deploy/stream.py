@@ -50,8 +50,9 @@ class Streamer:
 
     def __init__(self, trained: TrainedModel):
         _check_streamable(trained.transform)
-        if trained.config.readout == "layers":
-            raise ValueError("a readout of every layer is not streamed: the state keeps the top layer's outputs only")
+        if trained.config.readout not in ("last", "every"):
+            raise ValueError(f"a readout of {trained.config.readout!r} is not streamed: the state keeps the top "
+                             "layer's recent outputs only")
         clf = trained.model
         self.clf = clf.eval()
         self.transform = trained.transform
@@ -95,8 +96,9 @@ class StepGraph(nn.Module):
     def __init__(self, trained: TrainedModel):
         super().__init__()
         _check_streamable(trained.transform)
-        if trained.config.readout == "layers":
-            raise ValueError("a readout of every layer is not streamed: the state keeps the top layer's outputs only")
+        if trained.config.readout not in ("last", "every"):
+            raise ValueError(f"a readout of {trained.config.readout!r} is not streamed: the state keeps the top "
+                             "layer's recent outputs only")
         clf, transform = trained.model, trained.transform
         self.clf = clf
         self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)

@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from .. import engine
-from ..config import ModelConfig, validate_stack
+from ..config import POOLED, ModelConfig, validate_stack
 from .cells import CELLS, init_cell_
 from .pruning import plan_outputs
 from .streaming import StreamState, stream_classifier, stream_stack
@@ -213,8 +213,9 @@ def _as_slice(gather) -> slice | None:
 class DilatedRNNClassifier(nn.Module):
     """Sequence classifier: logits [B, K] from the top layer's last step; with ``readout="layers"`` from every
     layer's last step, concatenated (the head sees each dilated layer's view, at its own time scale); with
-    ``readout="every"`` a sequence labeller, logits [B, T, K] at every step (the copy-memory task), which
-    needs d0 = 1.
+    ``"mean"`` or ``"max"`` from the top layer's outputs pooled over each sequence's real steps (every step
+    is computed: no pruning); with ``readout="every"`` a sequence labeller, logits [B, T, K] at every step
+    (the copy-memory task), which needs d0 = 1.
 
     When the first dilation d0 > 1 the stack is d0 interleaved sub-networks,
     so the readout concatenates the last d0 top-layer outputs (the paper's
@@ -235,7 +236,8 @@ class DilatedRNNClassifier(nn.Module):
         self.readout_steps = c.dilations[0]
         self.every_layer = c.readout == "layers"  # the head reads every layer's last step(s)
         width = sum(c.hidden_sizes) if self.every_layer else c.hidden_sizes[-1]
-        self.head = nn.Linear(self.readout_steps * width, num_classes)
+        steps = 1 if c.readout in POOLED else self.readout_steps
+        self.head = nn.Linear(steps * width, num_classes)
         self.reset_parameters()
         if (c.init, c.forget_bias) != ("tf", 1.0):
             # Drawn as a default model first, then the cells again from the generator state the
@@ -271,6 +273,8 @@ class DilatedRNNClassifier(nn.Module):
         """
         if self.config.readout == "every":
             return self._every_step(x, lengths)
+        if self.config.readout in POOLED:
+            return self._pooled(x, lengths)
         if lengths is None:
             return self._logits(x)
         if engine.runs(x, self.rnn.cell):
@@ -281,6 +285,20 @@ class DilatedRNNClassifier(nn.Module):
             groups.append(self._logits(x.index_select(0, same)[:, :length]))  # [G, K]
             rows.append(same)
         return torch.cat(groups)[torch.argsort(torch.cat(rows))]  # back to the batch's row order
+
+    def _pooled(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """The mean or maximum of the top outputs over each row's real steps (padding at the end, which no real
+        step reads), then the head: [B, T, F] -> [B, K]."""
+        h = self.rnn(x)  # [B, T, H_top], every step (the engine's every-step kernels on the CPU)
+        if lengths is None:
+            pooled = h.mean(1) if self.config.readout == "mean" else h.amax(1)
+        else:
+            real = (torch.arange(h.shape[1], device=h.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)
+            if self.config.readout == "mean":
+                pooled = (h * real).sum(1) / lengths.unsqueeze(1).to(h.dtype)
+            else:
+                pooled = h.masked_fill(~real, float("-inf")).amax(1)
+        return self.head(self.rnn.drop(pooled))  # [B, H_top] -> [B, K]
 
     def _every_step(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Sequence labelling: logits at every step [B, T, K] from the top output there (d0 = 1)."""
@@ -319,6 +337,8 @@ class DilatedRNNClassifier(nn.Module):
         """
         if self.config.readout == "every":
             return self._every_step(x, lengths)
+        if self.config.readout in POOLED:
+            return self._pooled(x, lengths)
         B, T, _ = x.shape
         h = self.rnn(x, self.every_layer)  # [B, T, H_top] (layers: sum of H_l)
         if lengths is None:

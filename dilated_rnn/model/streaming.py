@@ -160,8 +160,9 @@ def stream_classifier(clf, x: torch.Tensor, state: StreamState | None, weights=N
     At step t the logits read the top outputs of steps t-d0+1 .. t, so they equal ``clf(x[:, :t+1])``;
     before d0 steps exist they are NaN. ``weights`` as in ``stream_stack``.
     """
-    if clf.every_layer:
-        raise ValueError("a readout of every layer is not streamed: the state keeps the top layer's outputs only")
+    if clf.config.readout not in ("last", "every"):
+        raise ValueError(f"a readout of {clf.config.readout!r} is not streamed: the state keeps the top layer's "
+                         "recent outputs only")
     d0 = clf.readout_steps
     layout = Layout.of(clf.rnn, d0 - 1)
     state = check_state(state, layout, x)

@@ -159,3 +159,15 @@ def test_every_layer_readout_exports_with_parity(tmp_path, cell):
     for name, sequences, max_length in (("fixed", fixed, None), ("varied", varied, 29)):
         report = export_onnx(TrainedModel(model), tmp_path / f"{name}.onnx", sequences, max_length=max_length)
         assert report["parity"]["passed"] and report["parity"]["max_abs_diff_batched"] <= 1e-4
+
+
+@pytest.mark.parametrize("readout", ["mean", "max"])
+def test_pooled_readouts_export_with_parity(tmp_path, readout):
+    torch.manual_seed(0)
+    model = DilatedRNNClassifier(2, [5, 4], [1, 2], "gru", num_classes=3, readout=readout).eval()
+    rng = torch.Generator().manual_seed(1)
+    varied = [torch.randn(int(n), 2, generator=rng).numpy() for n in torch.randint(3, 20, (16,), generator=rng)]
+    fixed = [torch.randn(11, 2, generator=rng).numpy() for _ in range(16)]
+    for name, sequences, max_length in (("fixed", fixed, None), ("varied", varied, 19)):
+        report = export_onnx(TrainedModel(model), tmp_path / f"{name}.onnx", sequences, max_length=max_length)
+        assert report["parity"]["passed"] and report["parity"]["max_abs_diff_batched"] <= 1e-4

@@ -379,3 +379,25 @@ def test_every_layer_readout_is_not_streamed():
     model = _layers_classifier("gru", [1, 2])
     with pytest.raises(ValueError, match="not streamed"):
         model.stream(torch.randn(2, 5, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cell,readout", list(itertools.product(CELLS, ("mean", "max"))))
+def test_pooled_readouts_match_the_reference_over_real_steps(cell, readout):
+    """readout="mean" / "max": the top outputs pooled over each sequence's real steps, never its padding."""
+    model = DilatedRNNClassifier(2, [5, 4, 6], [1, 2, 4], cell, num_classes=3, readout=readout).double()
+    assert model.head.in_features == 6
+    lengths = torch.tensor([13, 7, 2, 13])
+    x = torch.randn(4, 13, 2, dtype=torch.float64)
+    x[1, 7:], x[2, 2:] = 1e3, -1e3  # padding that would move any pooled value it reached
+    logits, whole = model(x, lengths), model(x[:1])
+    for b, n in enumerate(lengths.tolist()):
+        top = reference_forward(model.rnn, x[b : b + 1, :n])[0]  # [n, H_top]
+        pooled = top.mean(0) if readout == "mean" else top.amax(0)
+        torch.testing.assert_close(logits[b], model.head(pooled), rtol=0, atol=1e-10)
+    torch.testing.assert_close(whole, logits[:1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(model.forward_full(x, lengths), logits, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="not streamed"):
+        model.stream(x[:, :3])
+    fast = DilatedRNNClassifier(2, [5, 4, 6], [1, 2, 4], cell, num_classes=3, readout=readout)
+    fast.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    torch.testing.assert_close(fast(x.float(), lengths).double(), logits, rtol=1e-4, atol=1e-4)  # compiled
