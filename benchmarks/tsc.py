@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dilated_rnn.tools.tsc import METHODS, run_panel
+from dilated_rnn.tools.tsc import ENSEMBLE, ENSEMBLE_SIZE, METHODS, run_panel
 
 PANEL = ("ACSF1,ArrowHead,BasicMotions,GunPoint,ItalyPowerDemand,JapaneseVowels,OSULeaf,PLAID,Adiac,Beef,BeetleFly,"
          "CBF,Car,CricketX,DistalPhalanxOutlineCorrect,ECG200,ECG5000,Earthquakes,FiftyWords,Fish")
@@ -21,7 +21,8 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default=PANEL, help="comma-separated set names (default: the twenty of the panel)")
     p.add_argument("--ucr-dir", type=Path, default=None, help="folder of NAME_TRAIN.tsv / NAME_TEST.tsv files")
     p.add_argument("--seeds", default="1,2,3", help="seeds of our runs, comma-separated")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated: " + ", ".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated: " + ", ".join(METHODS) + f", {ENSEMBLE} (ours, {ENSEMBLE_SIZE} members)")
     p.add_argument("--threads", type=int, default=1, help="PyTorch threads of our runs")
     p.add_argument("-o", "--out", type=Path, required=True, help="the JSON to write (and resume from)")
     args = p.parse_args(argv)

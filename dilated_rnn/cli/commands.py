@@ -69,6 +69,21 @@ def _configs(args):
     return dataset, model, train
 
 
+def _train_ensemble(args, run_dir, dataset, model_config, cfg) -> int:
+    from ..training.ensemble import train_ensemble
+    from ..training.evaluate import format_report
+
+    if args.resume is not None:
+        raise UserError("--ensemble trains its members from the start; resume a member's run with --resume RUN/member-i")
+    result = train_ensemble(run_dir, dataset, model_config, cfg, args.ensemble, args.device,
+                            progress=not args.no_progress)
+    members = ", ".join(f"{100 * t['accuracy']:.2f}%" for t in result["member_tests"])
+    print(format_report(result["test"], f"test set, ensemble of {args.ensemble} (members: {members})",
+                        dataset.classes))
+    print(f"wrote {Path(run_dir) / 'best.pt'} and {Path(run_dir) / 'test.json'}")
+    return 0
+
+
 def _readout(given: str | None, dataset) -> str:
     if dataset.per_step:
         if given not in (None, "every"):
@@ -119,6 +134,8 @@ def cmd_train(args) -> int:
         if os.environ.get("RANK", "0") == "0":
             print("\n".join(describe(dataset, model_config, cfg)), flush=True)
     freeze_live_objects()
+    if args.ensemble != 1:
+        return _train_ensemble(args, run_dir, dataset, model_config, cfg)
     try:
         result = train(run_dir, dataset, model_config, cfg, args.device, resume=args.resume is not None,
                        steps=args.steps if args.resume is not None and args.steps_given else None,

@@ -165,6 +165,9 @@ def _add_train(sub) -> None:
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
     t.add_argument("--val-fraction", type=float, default=c.val_fraction,
                    help="share of each class held out for validation where the data gives none (not MNIST)")
+    t.add_argument("--ensemble", type=int, default=1,
+                   help="train K members (seeds --seed ... --seed+K-1, one data split) into RUN_DIR/member-i and "
+                        "keep their averaged probabilities as one model in RUN_DIR/best.pt")
     t.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=c.class_weight,
                    help="balanced: weight each class's training loss by N / (K * its count), for imbalanced data")
     t.add_argument("--select-ties", choices=("earliest", "loss"), default=None,

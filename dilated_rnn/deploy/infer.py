@@ -158,17 +158,21 @@ class TorchBackend:
         torch.set_num_threads(threads)
         trained = trained.to("cpu")  # its own copy, whose weights the engine packs once
         model = trained.model.eval()
-        engine.freeze(model.rnn)
+        members = getattr(model, "members", [model])  # an ensemble's, or the one classifier
+        for member in members:
+            engine.freeze(member.rnn)
         self.module = trained.module().eval()
         self.features = model.config.input_size
         self.length = trained.fixed_length  # sequences of other lengths are refused
         self.max_length = None
         # Sequences of one length skip PyTorch's modules, whose per-call cost is a third of a batch-1 call:
         # the transform, the stack's compiled kernel (engine.stack_arrays), then the head's product.
-        self.direct = (model.config.readout == "last" and engine.fused() and model.head.weight.dtype == torch.float32)
+        self.direct = (len(members) == 1 and model.config.readout == "last" and engine.fused()
+                       and model.head.weight.dtype == torch.float32)
         self.transform = trained.transform
         self.classes, self.readout_steps = list(trained.classes), model.config.dilations[0]
-        self.head = (model.head.weight.detach().numpy().T.copy(), model.head.bias.detach().numpy().copy())
+        self.head = (model.head.weight.detach().numpy().T.copy(), model.head.bias.detach().numpy().copy()) \
+            if self.direct else None
 
     def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
         x, lengths = pad_sequences(sequences)

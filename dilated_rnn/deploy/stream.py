@@ -23,10 +23,12 @@ from torch import nn
 from .. import engine
 from ..errors import ParameterError, UserError
 from ..files import atomic_path, write_json
+from ..model.ensemble import mean_probabilities
 from ..model.streaming import (
     Layout,
     StreamState,
     check_state,
+    check_streamed_readout,
     initial_state,
     step_layers,
     stream_classifier,
@@ -50,25 +52,33 @@ class Streamer:
 
     def __init__(self, trained: TrainedModel):
         _check_streamable(trained.transform)
-        if trained.config.readout not in ("last", "every"):
-            raise ValueError(f"a readout of {trained.config.readout!r} is not streamed: the state keeps the top "
-                             "layer's recent outputs only")
         clf = trained.model
         self.clf = clf.eval()
         self.transform = trained.transform
+        self.parts = None  # an ensemble's: one streamer per member, their states side by side in the buffer
+        if hasattr(clf, "members"):
+            self.parts = [Streamer(TrainedModel(m, trained.transform, trained.data)) for m in clf.members]
+            self.sizes = [part.layout.size for part in self.parts]
+            return
+        check_streamed_readout(clf)
         self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)
         self.weights = engine.pack_weights(clf.rnn) if engine.fused() else None
         head = clf.head.weight
         self.compiled = None  # the whole call on the compiled backend, where it runs
-        if (self.weights is not None and clf.readout_steps == 1 and head.dtype == torch.float32
+        if (self.weights is not None and clf.readout_steps == 1 and not clf.every_layer and head.dtype == torch.float32
                 and head.device.type == "cpu"):
             self.compiled = engine.ClassifierStream(clf)
 
     def initial_state(self, batch: int) -> StreamState:
+        if self.parts is not None:
+            states = [part.initial_state(batch) for part in self.parts]
+            return StreamState(torch.cat([s.buffer for s in states], dim=1), states[0].position)
         return initial_state(self.layout, batch, self.clf.head.weight.dtype)
 
     def __call__(self, x: torch.Tensor, state: StreamState | None = None):
         """Raw samples [B, n, F] -> logits [B, n, K] and the new state."""
+        if self.parts is not None:
+            return self._ensemble_step(x, state)
         if self.compiled is not None and x.dtype == torch.float32 and x.is_cpu:
             buffer, position = check_state(state, self.layout, x)
             x = self.transform(x.detach()).contiguous()
@@ -81,6 +91,15 @@ class Streamer:
         with torch.inference_mode():
             x = self.transform(x).to(self.clf.head.weight.dtype)
             return stream_classifier(self.clf, x, state, self.weights)
+
+
+    def _ensemble_step(self, x: torch.Tensor, state: StreamState | None):
+        """Each member on its part of the buffer; the members' probabilities averaged (``mean_probabilities``)."""
+        state = state if state is not None else self.initial_state(x.shape[0])
+        outputs = [part(x, StreamState(buffer, state.position))
+                   for part, buffer in zip(self.parts, state.buffer.split(self.sizes, dim=1))]
+        logits = mean_probabilities([logits for logits, _ in outputs])
+        return logits, StreamState(torch.cat([s.buffer for _, s in outputs], dim=1), outputs[0][1].position)
 
 
 def _check_streamable(transform) -> None:
@@ -96,9 +115,9 @@ class StepGraph(nn.Module):
     def __init__(self, trained: TrainedModel):
         super().__init__()
         _check_streamable(trained.transform)
-        if trained.config.readout not in ("last", "every"):
-            raise ValueError(f"a readout of {trained.config.readout!r} is not streamed: the state keeps the top "
-                             "layer's recent outputs only")
+        if hasattr(trained.model, "members"):
+            raise ValueError("an ensemble streams with drnn stream on its checkpoint, not as one step graph")
+        check_streamed_readout(trained.model)
         clf, transform = trained.model, trained.transform
         self.clf = clf
         self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)
@@ -109,7 +128,7 @@ class StepGraph(nn.Module):
         if self.mean is not None:
             sample = (sample - self.mean) / self.std
         rnn, layout, d0 = self.clf.rnn, self.layout, self.clf.readout_steps
-        top, registers = step_layers(rnn.layers, rnn.cell, layout, sample, buffer)
+        top, registers = step_layers(rnn.layers, rnn.cell, layout, sample, buffer, self.clf.every_layer)
         if d0 > 1:
             window = torch.cat([layout.recent(buffer), top.unsqueeze(1)], dim=1)  # [N, d0, H]
             registers = torch.cat([registers, window[:, 1:].reshape(sample.shape[0], -1)], dim=1)

@@ -103,13 +103,14 @@ def check_state(state: StreamState, layout: Layout, x: torch.Tensor) -> StreamSt
     return state
 
 
-def step_layers(layers, cell: str, layout: Layout, x: torch.Tensor, buffer: torch.Tensor):
-    """One step of every layer in PyTorch: sample x [B, F] -> (top output [B, H_top], new registers).
+def step_layers(layers, cell: str, layout: Layout, x: torch.Tensor, buffer: torch.Tensor, every_layer: bool = False):
+    """One step of every layer in PyTorch: sample x [B, F] -> (top output [B, H_top], new registers);
+    ``every_layer``: every layer's output, concatenated bottom first [B, sum of H_l], instead of the top's.
 
     The new registers are returned as one [B, offsets[-1]] tensor (the buffer's layer part).
     """
     paired = CELLS[cell].paired_state
-    h, parts = x, []
+    h, parts, outputs = x, [], []
     for i, layer in enumerate(layers):
         register = layout.register(buffer, i)  # [B, d, S]
         oldest = register[:, 0]
@@ -118,10 +119,11 @@ def step_layers(layers, cell: str, layout: Layout, x: torch.Tensor, buffer: torc
                           layer.bias_hh_l0)
         new = torch.cat(state, dim=1) if paired else state  # [B, S]
         h = state[0] if paired else state
+        outputs.append(h)
         if layout.depths[i] > 1:
             new = torch.cat([register[:, 1:], new.unsqueeze(1)], dim=1)
         parts.append(new.reshape(x.shape[0], -1))
-    return h, torch.cat(parts, dim=1)
+    return torch.cat(outputs, dim=1) if every_layer else h, torch.cat(parts, dim=1)
 
 
 def stream_stack(rnn, x: torch.Tensor, state: StreamState | None, weights=None):
@@ -154,18 +156,31 @@ def _advance(rnn, x: torch.Tensor, state: StreamState, layout: Layout, weights):
     return out, StreamState(buffer, state.position + x.shape[1])
 
 
+def check_streamed_readout(clf) -> None:
+    """A ``ValueError`` unless the classifier's readout streams: the last step (d0 = 1 for every layer's), or a
+    label at every step. Pooled readouts would need a running mean or maximum in the state: not yet."""
+    readout = clf.config.readout
+    if readout not in ("last", "every", "layers") or (readout == "layers" and clf.readout_steps != 1):
+        raise ValueError(f"a readout of {readout!r} (first dilation {clf.readout_steps}) is not streamed: the state "
+                         "keeps the layers' recent states only")
+
+
 def stream_classifier(clf, x: torch.Tensor, state: StreamState | None, weights=None):
     """``DilatedRNNClassifier.stream``: logits at every step of the chunk [B, n, K] and the new state.
 
     At step t the logits read the top outputs of steps t-d0+1 .. t, so they equal ``clf(x[:, :t+1])``;
     before d0 steps exist they are NaN. ``weights`` as in ``stream_stack``.
     """
-    if clf.config.readout not in ("last", "every"):
-        raise ValueError(f"a readout of {clf.config.readout!r} is not streamed: the state keeps the top layer's "
-                         "recent outputs only")
+    check_streamed_readout(clf)
     d0 = clf.readout_steps
     layout = Layout.of(clf.rnn, d0 - 1)
     state = check_state(state, layout, x)
+    if clf.every_layer:  # every layer's output at each step: PyTorch's step, one sample at a time
+        registers, outs = state.buffer, []
+        for k in range(x.shape[1]):
+            h, registers = step_layers(clf.rnn.layers, clf.rnn.cell, layout, x[:, k], registers, every_layer=True)
+            outs.append(h)
+        return clf.head(torch.stack(outs, dim=1)), StreamState(registers, state.position + x.shape[1])
     out, new_state = _advance(clf.rnn, x, state, layout, weights)
     if d0 == 1:
         return clf.head(out), new_state

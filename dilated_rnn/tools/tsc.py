@@ -3,7 +3,8 @@
 For each data set (a bundled archive set ``ucr:NAME``, or ``NAME`` in a folder of the UCR 2018 archive's
 ``NAME_TRAIN.tsv`` / ``NAME_TEST.tsv``): ours, ``drnn train --data`` with no other flag (the recipe of
 ``training/recipe.py``; validation drawn from the training split, selection on it, the test split read once
-per run) for each seed; 1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
+per run) for each seed, and optionally (method ``ensemble``) an ensemble of five members
+(``drnn train --ensemble 5``); 1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
 MiniRocket (sktime's ``RocketClassifier``, its MiniRocket transform and a ridge classifier). Each method's
 test accuracy and wall time per set; then, over the sets, means, mean ranks, and ours' wins, ties and losses
 against each baseline. Results are kept in a JSON file as they come, so an interrupted panel resumes.
@@ -26,6 +27,8 @@ from ..errors import UserError
 from ..files import atomic_path, write_json
 
 METHODS = ("ours", "dtw", "minirocket")
+ENSEMBLE = "ensemble"  # an optional method: ours as an ensemble of ENSEMBLE_SIZE members, one seed
+ENSEMBLE_SIZE = 5
 
 
 def resolve_set(name: str, ucr_dir: Path | None) -> str:
@@ -39,11 +42,12 @@ def resolve_set(name: str, ucr_dir: Path | None) -> str:
     raise UserError(f"{name}: neither bundled with sktime nor in {ucr_dir} as {name}_TRAIN.tsv")
 
 
-def run_ours(spec: str, seed: int, threads: int = 1) -> dict:
-    """One run of the default recipe: test accuracy, best validation, steps and seconds."""
+def run_ours(spec: str, seed: int, threads: int = 1, members: int = 1) -> dict:
+    """One run of the default recipe (``members`` > 1: ``drnn train --ensemble``): test accuracy, steps, seconds."""
     import torch
 
     from ..data.datasets import default_dilations, load_dataset
+    from ..training.ensemble import train_ensemble
     from ..training.recipe import configs
     from ..training.train import train
 
@@ -52,9 +56,13 @@ def run_ours(spec: str, seed: int, threads: int = 1) -> dict:
     dataset = load_dataset(spec, seed=seed)
     model_config, cfg = configs(dataset, default_dilations(dataset.train_max_length), seed=seed, data=spec)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(Path(tmp) / "run", dataset, model_config, cfg, device="cpu", progress=False, quiet=True)
+        if members > 1:
+            result = train_ensemble(Path(tmp) / "run", dataset, model_config, cfg, members, "cpu", False, quiet=True)
+        else:
+            result = train(Path(tmp) / "run", dataset, model_config, cfg, device="cpu", progress=False, quiet=True)
     return {"accuracy": result["test"]["accuracy"], "val_accuracy": result["best"]["val_accuracy"],
-            "best_step": result["best"]["step"], "steps": cfg.steps, "seconds": time.perf_counter() - start}
+            "best_step": result["best"]["step"], "steps": cfg.steps, "members": members,
+            "seconds": time.perf_counter() - start}
 
 
 def _arrays(spec: str):
@@ -118,7 +126,8 @@ def _mean(entry) -> float:
 
 def markdown(results: dict) -> str:
     """The table: accuracy per set and method (ours: mean ± std over seeds), seconds, then the summary."""
-    lines = ["| set | ours | DTW | MiniRocket | seconds: ours (per seed) / DTW / MiniRocket |", "|---|---|---|---|---|"]
+    lines = [f"| set | ours | ours, {ENSEMBLE_SIZE}-member ensemble | DTW | MiniRocket | seconds: ours (per seed) / "
+             "ensemble / DTW / MiniRocket |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
         ours = r.get("ours", [])
         acc = [x["accuracy"] for x in ours]
@@ -127,8 +136,8 @@ def markdown(results: dict) -> str:
         base = lambda m: f"{r[m]['accuracy']:.3f}" if m in r else "–"  # noqa: E731
         secs = lambda m: f"{r[m]['seconds']:.0f}" if "seconds" in r.get(m, {}) else "–"  # noqa: E731
         ours_s = f"{statistics.fmean(x['seconds'] for x in ours):.0f}" if ours and "seconds" in ours[0] else "–"
-        lines.append(f"| {name} | {cell} | {base('dtw')} | {base('minirocket')} | {ours_s} / {secs('dtw')} / "
-                     f"{secs('minirocket')} |")
+        lines.append(f"| {name} | {cell} | {base(ENSEMBLE)} | {base('dtw')} | {base('minirocket')} | {ours_s} / "
+                     f"{secs(ENSEMBLE)} / {secs('dtw')} / {secs('minirocket')} |")
     s = summarize(results)
     if s["sets"]:
         lines += ["", f"Over {len(s['sets'])} sets: mean accuracy " + ", ".join(
@@ -155,6 +164,10 @@ def run_panel(names, out: Path, ucr_dir: Path | None = None, seeds=(1, 2, 3), me
                     entry.setdefault("ours", []).append({"seed": seed, **run_ours(spec, seed, threads)})
                     _save(out, results)
                     say(f"{name} ours seed {seed}: {entry['ours'][-1]['accuracy']:.3f}")
+            elif method == ENSEMBLE and method not in entry:
+                entry[method] = run_ours(spec, seeds[0], threads, ENSEMBLE_SIZE)
+                _save(out, results)
+                say(f"{name} ensemble of {ENSEMBLE_SIZE}: {entry[method]['accuracy']:.3f}")
             elif method not in entry:
                 entry[method] = run_baseline(spec, method)
                 _save(out, results)

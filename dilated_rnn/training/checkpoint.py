@@ -9,8 +9,9 @@ Keys: format, format_version, model_config, train_config, permutation (int64
 (the dataset's description: spec, class names, ...), model (state_dict),
 optimizer (state_dict), step (steps done), best (dict: step, val_accuracy), rng
 (torch RNG state), elapsed_s; and, in a run that averages its weights
-(``--ema``), ema (the average's state_dict). ``permutation`` and
-``normalization`` are the model's ``InputTransform``.
+(``--ema``), ema (the average's state_dict); in an ensemble's, members (K: the model is an
+``EnsembleClassifier`` of K classifiers). ``permutation`` and ``normalization`` are the model's
+``InputTransform``.
 
 Version 2 moved dropout, init and forget_bias from train_config to
 model_config; version-1 files are migrated on load (``config.migrate_configs``).
@@ -35,6 +36,7 @@ from ..errors import UserError
 from ..files import write_bytes
 from ..integrity import seal, unseal
 from ..model.dilated import DilatedRNNClassifier
+from ..model.ensemble import EnsembleClassifier
 
 FORMAT = "dilated-rnn-checkpoint"
 FORMAT_VERSION = 4
@@ -86,9 +88,13 @@ def load_checkpoint(path) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, path="checkpoint") -> DilatedRNNClassifier:
-    """Rebuild the classifier from the stored config and load its weights strictly."""
+    """Rebuild the classifier (an ``EnsembleClassifier`` where ``members`` says how many) from the stored config
+    and load its weights strictly."""
     try:
-        model = DilatedRNNClassifier.from_config(ModelConfig(**ckpt["model_config"]))
+        config = ModelConfig(**ckpt["model_config"])
+        members = ckpt.get("members")
+        model = (DilatedRNNClassifier.from_config(config) if not members
+                 else EnsembleClassifier.from_config(config, int(members)))
         model.load_state_dict(ckpt["model"], strict=True)
     except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{path}: weights do not match the stored model config ({str(e).splitlines()[0]})") from None

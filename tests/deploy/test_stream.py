@@ -111,3 +111,14 @@ def test_drnn_stream_refuses_what_it_cannot_run(tmp_path, mnist_dir, capsys, shi
     assert main(["stream", str(tmp_path / "step.onnx"), str(tmp_path / "bins"), "-o", str(tmp_path / "s.npz")]) == 2
     assert "sha256 is missing" in capsys.readouterr().err
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_step_graph_of_every_layer_readout(tmp_path):
+    """readout="layers" (d0 = 1): the step graph concatenates every layer's output at each step."""
+    model = DilatedRNNClassifier(2, [5, 4], [1, 3], "lstm", num_classes=3, readout="layers").eval()
+    sequences = [np.random.default_rng(i).normal(size=(n, 2)).astype(np.float32) for i, n in enumerate((7, 12))]
+    report = export_step_onnx(TrainedModel(model), tmp_path / "step.onnx", sequences)
+    assert report["parity"]["passed"]
+    got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
+    for seq, logits in zip(sequences, got):
+        np.testing.assert_allclose(logits, _prefix_logits(model, InputTransform(), seq), rtol=0, atol=1e-5)

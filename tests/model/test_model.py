@@ -375,10 +375,16 @@ def test_every_layer_readout_of_variable_lengths_compiled_and_not(cell, dilation
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-def test_every_layer_readout_is_not_streamed():
-    model = _layers_classifier("gru", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_layer_readout_streams_exactly_where_d0_is_one(cell):
+    model = _layers_classifier(cell, [1, 2, 4])
+    x = torch.randn(2, 9, 2, dtype=torch.float64)
+    first, state = model.stream(x[:, :4])
+    rest, _ = model.stream(x[:, 4:], state)
+    expected = torch.stack([model(x[:, : t + 1]) for t in range(9)], dim=1)
+    torch.testing.assert_close(torch.cat([first, rest], 1), expected, rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match="not streamed"):
-        model.stream(torch.randn(2, 5, 2, dtype=torch.float64))
+        _layers_classifier(cell, [2, 4]).stream(x)  # d0 = 2: the layers' recent outputs are not kept
 
 
 @pytest.mark.parametrize("cell,readout", list(itertools.product(CELLS, ("mean", "max"))))

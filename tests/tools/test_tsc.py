@@ -55,7 +55,7 @@ def test_summary_counts_wins_ties_losses_and_ranks():
     assert s["vs_dtw"] == {"wins": 1, "ties": 1, "losses": 0} and s["vs_minirocket"] == {"wins": 1, "ties": 0,
                                                                                           "losses": 1}
     assert s["mean_rank"]["ours"] == pytest.approx((2 + 1.5) / 2) and s["mean_rank"]["minirocket"] == 2
-    assert "| a | 0.850 ± 0.050 | 0.800 | 0.900 |" in tsc.markdown(results)
+    assert "| a | 0.850 ± 0.050 | – | 0.800 | 0.900 |" in tsc.markdown(results)
 
 
 def test_a_panel_resumes_from_its_json(ucr_dir, tmp_path, monkeypatch):
