@@ -24,6 +24,7 @@ NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (data/transform.py
 PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
 LAYOUTS = ("auto", "ntc", "nct")  # of a file's [N, ., .] arrays (data/readers.py)
 CLASS_WEIGHTS = ("none", "balanced")  # of the training loss
+AUGMENTATIONS = ("jitter", "scale", "magnitude-warp", "time-warp", "slice")  # of training batches (data/augment.py)
 FORMATS = ("onnx", "openvino")  # of exported graphs: ONNX, OpenVINO IR (export.py)
 DEFAULT_OPSET = 17
 ATC_OPSET = 11  # the Ascend ATC tool accepts opsets 9-13 on CANN 5/6
@@ -130,6 +131,10 @@ class TrainConfig:
     layout: str = "auto"  # how a file's arrays are read (data/readers.py): auto, ntc, or nct (sktime's [N, C, T])
     # "balanced": each class's training loss weighted by N / (K * its count), so rare classes count as much
     class_weight: str = "none"
+    # Augmentations of each training batch (data/augment.py), comma-separated in the order applied: jitter,
+    # scale, magnitude-warp, time-warp, slice; "" for none. mixup: alpha of the Beta weight of mixup, 0 for none.
+    augment: str = ""
+    mixup: float = 0.0
     # Where the settings no flag gave came from: "reference" (these defaults), "data" (training/recipe.py, a
     # user's sequences) or a preset's name.
     recipe: str = "reference"
@@ -156,6 +161,10 @@ class TrainConfig:
         _one_of("select_ties", self.select_ties, ("earliest", "loss"))
         _one_of("layout", self.layout, LAYOUTS)
         _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)
+        for name in filter(None, self.augment.split(",")):
+            _one_of("augment", name, AUGMENTATIONS)
+        if not (math.isfinite(self.mixup) and self.mixup >= 0):
+            raise ParameterError("mixup", f"must be a non-negative alpha, got {self.mixup}")
         for name in ("momentum", "clip", "warmup", "weight_decay", "weight_decay_start", "sam_start"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be non-negative, got {getattr(self, name)}")

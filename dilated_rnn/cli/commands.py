@@ -59,7 +59,8 @@ def _configs(args):
               eval_every=pick("eval_every", c.eval_every), log_every=pick("log_every", c.log_every),
               eval_batch_size=args.eval_batch_size, data=args.data or c.data, val_fraction=args.val_fraction,
               normalize=args.normalize, select_ties=pick("select_ties", c.select_ties), layout=args.layout or "auto",
-              class_weight=args.class_weight, recipe=args.preset or ("data" if derived else "reference"), **limits,
+              class_weight=args.class_weight, augment=args.augment, mixup=args.mixup,
+              recipe=args.preset or ("data" if derived else "reference"), **limits,
               **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
     hidden = args.hidden_sizes or ((derived["hidden"],) if derived else ModelConfig.hidden_sizes[:1])
     hidden = hidden * len(dilations) if len(hidden) == 1 else hidden

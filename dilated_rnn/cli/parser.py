@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import (
     ATC_OPSET,
+    AUGMENTATIONS,
     CLASS_WEIGHTS,
     DEFAULT_OPSET,
     FORMATS,
@@ -165,6 +166,10 @@ def _add_train(sub) -> None:
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
     t.add_argument("--val-fraction", type=float, default=c.val_fraction,
                    help="share of each class held out for validation where the data gives none (not MNIST)")
+    t.add_argument("--augment", default="", metavar="NAMES",
+                   help="augment each training batch, comma-separated in order: " + ", ".join(AUGMENTATIONS)
+                        + " (default: none)")
+    t.add_argument("--mixup", type=float, default=0.0, help="alpha of mixup's Beta weight; 0: no mixup")
     t.add_argument("--ensemble", type=int, default=1,
                    help="train K members (seeds --seed ... --seed+K-1, one data split) into RUN_DIR/member-i and "
                         "keep their averaged probabilities as one model in RUN_DIR/best.pt")

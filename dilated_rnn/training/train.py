@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import ModelConfig, TrainConfig
+from ..data.augment import augment_batch, mix, mixup_pairs
 from ..data.datasets import check_readout
 from ..data.mnist import legacy_info, pixel_permutation
 from ..data.splits import Dataset, batch_indices
@@ -59,19 +60,24 @@ __all__ = ["ModelConfig", "Run", "TrainConfig", "TrainingDiverged", "finish", "t
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float = 0.0,
-               label_smoothing: float = 0.0, sam: float = 0.0, lengths=None, class_weights=None) -> float:
+               label_smoothing: float = 0.0, sam: float = 0.0, lengths=None, class_weights=None,
+               mixup=None) -> float:
     """One optimisation step on a batch; returns the loss (at the current weights) as a float.
 
     With ``sam`` > 0 the step is sharpness-aware (SAM, Foret et al., 2021): the gradient g at the
     weights w moves them to w + sam * g / ||g|| (the global L2 norm), the gradient is taken again
     there, the weights are put back exactly, and the optimizer steps with the second gradient
     (clipped, if ``clip``). It costs a second forward and backward pass. ``class_weights`` [K]: each
-    example's loss weighted by its class's (the weighted mean, as ``cross_entropy`` takes it).
+    example's loss weighted by its class's (the weighted mean, as ``cross_entropy`` takes it). ``mixup``:
+    (partner [B], weight): the batch mixed with its partners (``augment.mix``), the loss mixed alike.
     """
+    inputs, sizes = (x, lengths) if mixup is None else mix(x, lengths, *mixup)
+    targets = [(y, 1.0)] if mixup is None else [(y, mixup[1]), (y[mixup[0]], 1 - mixup[1])]
+
     def batch_loss():
-        logits = model(x) if lengths is None else model(x, lengths)
-        return nn.functional.cross_entropy(*per_example(logits, y), weight=class_weights,
-                                           label_smoothing=label_smoothing)
+        logits = model(inputs) if sizes is None else model(inputs, sizes)
+        return sum(w * nn.functional.cross_entropy(*per_example(logits, t), weight=class_weights,
+                                                   label_smoothing=label_smoothing) for t, w in targets)
 
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss()
@@ -363,11 +369,13 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev) -> fl
     idx = shard(batch_indices(len(train_split), cfg.batch_size, step, cfg.seed), ctx)
     x, lengths = train_split.batch(idx)
     x, lengths = run.transform(x, lengths).to(dev), None if lengths is None else lengths.to(dev)
+    x = augment_batch(x, lengths, [a for a in cfg.augment.split(",") if a], cfg.seed, step)
+    mixup = mixup_pairs(len(idx), cfg.mixup, cfg.seed, step) if cfg.mixup > 0 else None
     sam = cfg.sam if step >= cfg.sam_start else 0.0
     weights = class_weights(train_split.labels, run.model.config.num_classes).to(dev) \
         if cfg.class_weight == "balanced" else None
     loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam,
-                      lengths=lengths, class_weights=weights)
+                      lengths=lengths, class_weights=weights, mixup=mixup)
     loss = mean_across(loss, ctx, dev)
     if run.average is not None:
         run.average.update(run.model, step)
