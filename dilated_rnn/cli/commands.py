@@ -190,12 +190,15 @@ def cmd_export(args) -> int:
         return _export_openvino(args, trained, test)
     report = export_onnx(trained, args.output, test.sequences(), args.precision, args.opset,
                          args.input_name, args.output_name, max_length=export_length(trained.data))
-    p = report["parity"]
     print(f"wrote {report['path']} ({report['precision']}, opset {report['opset']}, {report['bytes'] / 1024:.1f} kB; "
           f"ops: {', '.join(report['ops'])})")
-    print(f"parity with PyTorch on {p['images']} test sequences: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
-          f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
+    print(_parity(report["parity"]))
     return 0
+
+
+def _parity(p: dict) -> str:
+    return (f"parity with PyTorch on {p['images']} test sequences: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
+            f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
 
 
 def _export_openvino(args, trained, test) -> int:
@@ -205,11 +208,9 @@ def _export_openvino(args, trained, test) -> int:
         raise UserError(f"--output {args.output}: --format openvino writes NAME.xml (weights in NAME.bin)")
     report = export_openvino(trained, args.output, test.sequences(), args.precision, export_length(trained.data),
                              args.opset)
-    p = report["parity"]
     print(f"wrote {report['path']} and {report['weights']} (OpenVINO {report['openvino']} IR, {report['precision']}, "
           f"{report['bytes'] / 1024:.1f} kB)")
-    print(f"parity with PyTorch on {p['images']} test sequences: max |diff| batch 1 {p['max_abs_diff_batch1']:.2e}, "
-          f"batch {p['batch']} {p['max_abs_diff_batched']:.2e}, argmax agreement {100 * p['argmax_agreement']:.2f}%")
+    print(_parity(report["parity"]))
     return 0
 
 
