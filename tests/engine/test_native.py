@@ -226,7 +226,7 @@ def test_a_frozen_stack_keeps_its_kernel_per_length_until_frozen_again():
     torch.testing.assert_close(changed, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_unavailable_without_a_compiler_or_when_turned_off(tmp_path, monkeypatch):
+def test_unavailable_without_a_compiler_or_switched_off_by_drnn_engine(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setenv("DRNN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler")
