@@ -27,8 +27,10 @@ def test_fits_a_real_multivariate_set_and_its_probabilities_follow_classes():
     assert np.mean(clf.predict(X_test) == y_test) >= 0.6  # four classes: chance 0.25
 
 
-def test_the_same_seed_gives_the_same_model():
+def test_the_same_seed_gives_the_same_model_and_no_validation_keeps_the_last_step():
     X, y = load_unit_test(split="train", return_X_y=True)
     a = DilatedRNNClassifier(hidden_size=4, steps=10, random_state=3).fit(X, y).predict_proba(X)
     b = DilatedRNNClassifier(hidden_size=4, steps=10, random_state=3).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(a, b)
+    every = DilatedRNNClassifier(hidden_size=4, steps=10, val_fraction=0, random_state=3).fit(X, y)
+    assert every.predict_proba(X).shape == (len(y), 2)

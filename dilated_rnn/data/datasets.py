@@ -79,11 +79,12 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
 def from_sequences(sequences, labels, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
                    normalize: str = "auto", spec: str = "arrays") -> Dataset:
     """A ``Dataset`` of in-memory sequences ([T_i, F] arrays) and their labels, checked as files are, with a
-    stratified validation split drawn from ``seed``; the test split is the validation split (there is no
-    other: callers that have test data evaluate it themselves)."""
+    stratified validation split drawn from ``seed``; the test split is the validation split, or without one the
+    training split (there is no other: callers that have test data evaluate it themselves)."""
     dataset = _assemble(spec, {"source": spec, "splits": {"train": (list(sequences), np.asarray(labels))}},
                         val_fraction, seed, normalize)
-    return dataclasses.replace(dataset, splits={**dataset.splits, "test": dataset.splits["val"]})
+    test = dataset.splits["val"] if len(dataset.splits["val"]) else dataset.splits["train"]
+    return dataclasses.replace(dataset, splits={**dataset.splits, "test": test})
 
 
 def _read_npz(path: Path, layout: str) -> dict:
