@@ -61,9 +61,10 @@ def pretrained_source(name: str) -> ModelSource:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A ``DilatedRNNClassifier`` (evaluation mode), its ``InputTransform`` (raw inputs -> the model's), and
-    ``data``, ``Dataset.info()`` of what it was trained on (None: not recorded). ``card``: what else its
-    source recorded (a shipped model's card: name, test accuracy, training config)."""
+    """A ``DilatedRNNClassifier`` or an ``EnsembleClassifier`` of them (evaluation mode), its ``InputTransform``
+    (raw inputs -> the model's), and ``data``, ``Dataset.info()`` of what it was trained on (None: not
+    recorded). ``card``: what else its source recorded (a shipped model's card: name, test accuracy, training
+    config)."""
 
     model: object
     transform: object = None  # InputTransform; None: the identity
@@ -104,6 +105,9 @@ class TrainedModel:
         """Refuse sequences that do not fit the model, in one line that says both sides: their channels, and
         their lengths where the model takes one length (a permuted model) or reads more steps than they have."""
         F, d0 = self.config.input_size, self.config.dilations[0]
+        if self.config.readout == "every":
+            raise UserError(f"{source}: this model labels every step (its stream gives those labels); predict gives "
+                            "one class per sequence")
         channels = sorted({int(s.shape[1]) for s in sequences})
         if channels != [F]:
             raise UserError(f"{source}: sequences of {', '.join(map(str, channels))} channel(s); the model takes {F}")
