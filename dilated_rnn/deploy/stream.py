@@ -25,10 +25,10 @@ from ..errors import ParameterError, UserError
 from ..files import atomic_path, write_json
 from ..model.ensemble import mean_probabilities
 from ..model.streaming import (
-    Layout,
     StreamState,
     check_state,
     check_streamed_readout,
+    classifier_layout,
     initial_state,
     step_layers,
     stream_classifier,
@@ -61,11 +61,12 @@ class Streamer:
             self.sizes = [part.layout.size for part in self.parts]
             return
         check_streamed_readout(clf)
-        self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)
+        self.layout = classifier_layout(clf)
         self.weights = engine.pack_weights(clf.rnn) if engine.fused() else None
         head = clf.head.weight
         self.compiled = None  # the whole call on the compiled backend, where it runs
-        if (self.weights is not None and clf.readout_steps == 1 and not clf.every_layer and head.dtype == torch.float32
+        if (self.weights is not None and clf.readout_steps == 1 and clf.config.readout in ("last", "every")
+                and head.dtype == torch.float32
                 and head.device.type == "cpu"):
             self.compiled = engine.ClassifierStream(clf)
 
@@ -120,7 +121,7 @@ class StepGraph(nn.Module):
         check_streamed_readout(trained.model)
         clf, transform = trained.model, trained.transform
         self.clf = clf
-        self.layout = Layout.of(clf.rnn, clf.readout_steps - 1)
+        self.layout = classifier_layout(clf)
         self.register_buffer("mean", transform.mean)
         self.register_buffer("std", transform.std)
 
@@ -129,6 +130,15 @@ class StepGraph(nn.Module):
             sample = (sample - self.mean) / self.std
         rnn, layout, d0 = self.clf.rnn, self.layout, self.clf.readout_steps
         top, registers = step_layers(rnn.layers, rnn.cell, layout, sample, buffer, self.clf.every_layer)
+        if layout.pool:  # a running mean (its sum kept) or maximum; position 0 starts afresh
+            previous, started = buffer[:, -layout.pool :], (position > 0).unsqueeze(1)
+            if self.clf.config.readout == "mean":
+                running = torch.where(started, previous, torch.zeros_like(previous)) + top
+                pooled = running / (position + 1).unsqueeze(1).to(top.dtype)
+            else:
+                running = torch.where(started, torch.maximum(previous, top), top)
+                pooled = running
+            return self.clf.head(pooled), torch.cat([registers, running], dim=1), position + 1
         if d0 > 1:
             window = torch.cat([layout.recent(buffer), top.unsqueeze(1)], dim=1)  # [N, d0, H]
             registers = torch.cat([registers, window[:, 1:].reshape(sample.shape[0], -1)], dim=1)

@@ -48,12 +48,13 @@ class Layout:
     top: int  # H_top
     history: int  # recent top outputs kept (the classifier's d0 - 1; 0 for a bare stack)
     features: int  # F: the input's channels, which the state does not hold but each chunk must have
+    pool: int = 0  # floats of a pooled readout's running sum or maximum (H_top), after everything else
 
     @classmethod
-    def of(cls, rnn, history: int = 0) -> "Layout":
+    def of(cls, rnn, history: int = 0, pool: int = 0) -> "Layout":
         pair = 2 if CELLS[rnn.cell].paired_state else 1
         return cls(tuple(rnn.dilations), tuple(pair * h for h in rnn.hidden_sizes), rnn.hidden_sizes[-1], history,
-                   rnn.layers[0].input_size)
+                   rnn.layers[0].input_size, pool)
 
     @cached_property
     def offsets(self) -> tuple[int, ...]:
@@ -64,7 +65,7 @@ class Layout:
 
     @cached_property
     def size(self) -> int:
-        return self.offsets[-1] + self.history * self.top
+        return self.offsets[-1] + self.history * self.top + self.pool
 
     def register(self, buffer: torch.Tensor, layer: int) -> torch.Tensor:
         """Layer ``layer``'s register as a view [B, d_l, S_l], oldest first."""
@@ -74,7 +75,8 @@ class Layout:
 
     def recent(self, buffer: torch.Tensor) -> torch.Tensor:
         """The last ``history`` top-layer outputs [B, history, H_top], oldest first."""
-        return buffer[:, self.offsets[-1] :].reshape(buffer.shape[0], self.history, self.top)
+        end = self.offsets[-1] + self.history * self.top
+        return buffer[:, self.offsets[-1] : end].reshape(buffer.shape[0], self.history, self.top)
 
 
 def initial_state(layout: Layout, batch: int, dtype=torch.float32, device=None) -> StreamState:
@@ -140,7 +142,7 @@ def _advance(rnn, x: torch.Tensor, state: StreamState, layout: Layout, weights):
     """The stack over a chunk: top outputs [B, n, H_top] and the new state, whose history (if the layout
     keeps one) holds the last ``layout.history`` top outputs."""
     end = layout.offsets[-1]
-    registers = state.buffer if not layout.history else state.buffer[:, :end]
+    registers = state.buffer if layout.size == end else state.buffer[:, :end]
     if engine.runs(x, rnn.cell) and not torch.is_grad_enabled():
         out, registers = engine.stream_registers(rnn, x, registers, weights)
     else:
@@ -156,11 +158,19 @@ def _advance(rnn, x: torch.Tensor, state: StreamState, layout: Layout, weights):
     return out, StreamState(buffer, state.position + x.shape[1])
 
 
+def classifier_layout(clf) -> Layout:
+    """Where a classifier's stream keeps what: the registers, then the d0 - 1 recent top outputs its readout
+    reads, or a pooled readout's running value."""
+    if clf.config.readout in ("mean", "max"):
+        return Layout.of(clf.rnn, 0, pool=clf.rnn.hidden_sizes[-1])
+    return Layout.of(clf.rnn, clf.readout_steps - 1)
+
+
 def check_streamed_readout(clf) -> None:
-    """A ``ValueError`` unless the classifier's readout streams: the last step (d0 = 1 for every layer's), or a
-    label at every step. Pooled readouts would need a running mean or maximum in the state: not yet."""
+    """A ``ValueError`` unless the classifier's readout streams: the last step, every layer's (d0 = 1), a running
+    mean or maximum, or a label at every step."""
     readout = clf.config.readout
-    if readout not in ("last", "every", "layers") or (readout == "layers" and clf.readout_steps != 1):
+    if readout == "layers" and clf.readout_steps != 1:
         raise ValueError(f"a readout of {readout!r} (first dilation {clf.readout_steps}) is not streamed: the state "
                          "keeps the layers' recent states only")
 
@@ -172,8 +182,10 @@ def stream_classifier(clf, x: torch.Tensor, state: StreamState | None, weights=N
     before d0 steps exist they are NaN. ``weights`` as in ``stream_stack``.
     """
     check_streamed_readout(clf)
+    if clf.config.readout in ("mean", "max"):
+        return _stream_pooled(clf, x, state, weights)
     d0 = clf.readout_steps
-    layout = Layout.of(clf.rnn, d0 - 1)
+    layout = classifier_layout(clf)
     state = check_state(state, layout, x)
     if clf.every_layer:  # every layer's output at each step: PyTorch's step, one sample at a time
         registers, outs = state.buffer, []
@@ -189,3 +201,28 @@ def stream_classifier(clf, x: torch.Tensor, state: StreamState | None, weights=N
     logits = clf.head(window.transpose(2, 3).reshape(B, n, d0 * H))
     steps = state.position.unsqueeze(1) + torch.arange(n, device=x.device)  # [B, n]: each row's step
     return logits.masked_fill((steps < d0 - 1).unsqueeze(2), float("nan")), new_state
+
+
+def pool_step(readout: str, pooled: torch.Tensor, out: torch.Tensor, position: torch.Tensor):
+    """A pooled readout's value at each step of a chunk: from the running value ``pooled`` [B, H] before it
+    (sum for ``mean``, maximum for ``max``; any value at position 0), the top outputs ``out`` [B, n, H] and the
+    steps consumed before the chunk ``position`` [B]. Returns (the pooled outputs [B, n, H], the running value
+    after the chunk [B, H])."""
+    started = (position > 0).view(-1, 1, 1)
+    if readout == "mean":
+        running = torch.cumsum(out, dim=1) + torch.where(started, pooled.unsqueeze(1), torch.zeros_like(pooled).unsqueeze(1))
+        count = position.view(-1, 1, 1) + torch.arange(1, out.shape[1] + 1, device=out.device).view(1, -1, 1)
+        return running / count.to(out.dtype), running[:, -1]
+    running = torch.cummax(out, dim=1).values
+    running = torch.where(started, torch.maximum(running, pooled.unsqueeze(1)), running)
+    return running, running[:, -1]
+
+
+def _stream_pooled(clf, x: torch.Tensor, state: StreamState | None, weights):
+    """A pooled readout (``mean``, ``max``) streamed: the registers as ever, then its running sum or maximum."""
+    H = clf.rnn.hidden_sizes[-1]
+    layout = classifier_layout(clf)
+    state = check_state(state, layout, x)
+    out, advanced = _advance(clf.rnn, x, state, layout, weights)
+    pooled, running = pool_step(clf.config.readout, state.buffer[:, -H:], out, state.position)
+    return clf.head(pooled), StreamState(torch.cat([advanced.buffer, running], dim=1), advanced.position)

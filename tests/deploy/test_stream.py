@@ -122,3 +122,14 @@ def test_step_graph_of_every_layer_readout(tmp_path):
     got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
     for seq, logits in zip(sequences, got):
         np.testing.assert_allclose(logits, _prefix_logits(model, InputTransform(), seq), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("readout", ["mean", "max"])
+def test_step_graph_of_a_pooled_readout(tmp_path, readout):
+    """A running mean (its sum in the state) or maximum, one sample at a time, on ONNX Runtime."""
+    model = DilatedRNNClassifier(2, [5, 4], [1, 3], "gru", num_classes=3, readout=readout).eval()
+    sequences = [np.random.default_rng(i).normal(size=(n, 2)).astype(np.float32) for i, n in enumerate((7, 12))]
+    assert export_step_onnx(TrainedModel(model), tmp_path / "step.onnx", sequences)["parity"]["passed"]
+    got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
+    for seq, logits in zip(sequences, got):
+        np.testing.assert_allclose(logits, _prefix_logits(model, InputTransform(), seq), rtol=0, atol=1e-5)
