@@ -181,15 +181,14 @@ def _as_labels(source, y: np.ndarray) -> np.ndarray:
 
 
 def _stratified(source, classes, seqs, y, fraction: float, seed: int):
-    """Hold out ``fraction`` of each class (at least one sequence), drawn from ``seed``."""
+    """Hold out ``fraction`` of each class (at least one sequence), drawn from ``seed``; a class of a single
+    training sequence keeps it for training (the archive's FiftyWords has such classes), unvalidated."""
     rng = np.random.default_rng(seed)
     val = []
     for k, name in enumerate(classes):
         members = np.flatnonzero(y == k)
-        if len(members) < 2:
-            raise UserError(f"{source}: class {name} has {len(members)} training sequence(s); holding out a "
-                            "validation share needs at least 2 per class (or give x_val, y_val)")
-        val.extend(rng.permutation(members)[: max(1, round(fraction * len(members)))].tolist())
+        if len(members) >= 2:
+            val.extend(rng.permutation(members)[: max(1, round(fraction * len(members)))].tolist())
     is_val = np.zeros(len(y), bool)
     is_val[val] = True
     pick = lambda mask: ([seqs[i] for i in np.flatnonzero(mask)], y[mask])

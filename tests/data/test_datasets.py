@@ -105,14 +105,12 @@ def _bad_cases(tmp_path):
     yield "lengths", {**good, "x_train": good["x_train"].reshape(-1, 1), "lengths_train": np.array([6] * 7 + [5])}, \
         "lengths_train sum to 47 .* but x_train has 48 rows"
     yield "count", {**good, "y_train": good["y_train"][:7]}, "8 sequences in x_train but 7 labels in y_train"
-    yield "empty-class", {**good, "y_train": np.array(["a"] * 7 + ["b"])}, \
-        "class b has 1 training sequence.*needs at least 2 per class"
     yield "unseen", {**good, "y_test": np.array(["a", "b", "c", "a"])}, "test label.* c never occur in training"
     yield "short", {**good, "x_train": good["x_train"].reshape(-1, 1), "lengths_train": np.array([1] * 4 + [11] * 4)}, \
         "a train sequence has 1 steps, fewer than the 4 the readout reads"
 
 
-@pytest.mark.parametrize("case", ["missing", "pickled", "nan", "lengths", "count", "empty-class", "unseen", "short"])
+@pytest.mark.parametrize("case", ["missing", "pickled", "nan", "lengths", "count", "unseen", "short"])
 def test_bad_data_is_a_one_line_error_and_writes_nothing(case, tmp_path, capsys):
     name, arrays, message = next(c for c in _bad_cases(tmp_path) if c[0] == case)
     path = tmp_path / f"{name}.npz"
@@ -136,3 +134,12 @@ def test_ragged_ts_file_is_a_one_line_error(tmp_path, capsys):
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "toy_TRAIN.ts: case 1 has channels of different lengths (3, 2)" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_class_of_one_training_sequence_trains_unvalidated(tmp_path):
+    """The archive's FiftyWords has classes of one training sequence: they stay in training, out of validation."""
+    good = _good(np.random.default_rng(2))
+    np.savez(tmp_path / "d.npz", **{**good, "y_train": np.array(["a"] * 7 + ["b"]), "y_test": np.array(["a"] * 4)})
+    data = load_dataset(str(tmp_path / "d.npz"))
+    b = data.classes.index("b")
+    assert (data["train"].labels == b).sum() == 1 and (data["val"].labels == b).sum() == 0 and len(data["val"]) >= 1
