@@ -30,6 +30,7 @@ from ..model.streaming import (
     check_streamed_readout,
     classifier_layout,
     initial_state,
+    pool_step,
     step_layers,
     stream_classifier,
 )
@@ -93,7 +94,6 @@ class Streamer:
             x = self.transform(x).to(self.clf.head.weight.dtype)
             return stream_classifier(self.clf, x, state, self.weights)
 
-
     def _ensemble_step(self, x: torch.Tensor, state: StreamState | None):
         """Each member on its part of the buffer; the members' probabilities averaged (``mean_probabilities``)."""
         state = state if state is not None else self.initial_state(x.shape[0])
@@ -131,14 +131,8 @@ class StepGraph(nn.Module):
         rnn, layout, d0 = self.clf.rnn, self.layout, self.clf.readout_steps
         top, registers = step_layers(rnn.layers, rnn.cell, layout, sample, buffer, self.clf.every_layer)
         if layout.pool:  # a running mean (its sum kept) or maximum; position 0 starts afresh
-            previous, started = buffer[:, -layout.pool :], (position > 0).unsqueeze(1)
-            if self.clf.config.readout == "mean":
-                running = torch.where(started, previous, torch.zeros_like(previous)) + top
-                pooled = running / (position + 1).unsqueeze(1).to(top.dtype)
-            else:
-                running = torch.where(started, torch.maximum(previous, top), top)
-                pooled = running
-            return self.clf.head(pooled), torch.cat([registers, running], dim=1), position + 1
+            pooled, running = pool_step(self.clf.config.readout, buffer[:, -layout.pool :], top.unsqueeze(1), position)
+            return self.clf.head(pooled[:, 0]), torch.cat([registers, running], dim=1), position + 1
         if d0 > 1:
             window = torch.cat([layout.recent(buffer), top.unsqueeze(1)], dim=1)  # [N, d0, H]
             registers = torch.cat([registers, window[:, 1:].reshape(sample.shape[0], -1)], dim=1)

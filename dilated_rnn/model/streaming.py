@@ -207,14 +207,17 @@ def pool_step(readout: str, pooled: torch.Tensor, out: torch.Tensor, position: t
     """A pooled readout's value at each step of a chunk: from the running value ``pooled`` [B, H] before it
     (sum for ``mean``, maximum for ``max``; any value at position 0), the top outputs ``out`` [B, n, H] and the
     steps consumed before the chunk ``position`` [B]. Returns (the pooled outputs [B, n, H], the running value
-    after the chunk [B, H])."""
+    after the chunk [B, H]). A chunk of one sample (the step graph's) needs no cumulative op, which ONNX lacks
+    for the maximum."""
     started = (position > 0).view(-1, 1, 1)
+    before = pooled.unsqueeze(1)  # [B, 1, H]
     if readout == "mean":
-        running = torch.cumsum(out, dim=1) + torch.where(started, pooled.unsqueeze(1), torch.zeros_like(pooled).unsqueeze(1))
+        within = out if out.shape[1] == 1 else torch.cumsum(out, dim=1)
+        running = within + torch.where(started, before, torch.zeros_like(before))
         count = position.view(-1, 1, 1) + torch.arange(1, out.shape[1] + 1, device=out.device).view(1, -1, 1)
         return running / count.to(out.dtype), running[:, -1]
-    running = torch.cummax(out, dim=1).values
-    running = torch.where(started, torch.maximum(running, pooled.unsqueeze(1)), running)
+    within = out if out.shape[1] == 1 else torch.cummax(out, dim=1).values
+    running = torch.where(started, torch.maximum(within, before), within)
     return running, running[:, -1]
 
 
