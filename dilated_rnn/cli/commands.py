@@ -105,7 +105,7 @@ def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed:
 def _model_data(args, data: dict):
     """The dataset a loaded model was trained on (``--data`` overrides), split as its run split it."""
     fraction, seed = data.get("val_fraction"), data.get("val_seed")  # None where the split was not drawn
-    return _load(args.data or data["spec"], args, fraction or TrainConfig.val_fraction,
+    return _load(args.data or data["spec"], args, TrainConfig.val_fraction if fraction is None else fraction,
                  TrainConfig.seed if seed is None else seed, layout=data.get("layout"))
 
 
@@ -165,6 +165,8 @@ def cmd_evaluate(args) -> int:
     source = _source(args)
     trained, dataset = _model_and_data(args, source)
     split = dataset.splits[args.split].subset(_positive("--limit", args.limit))
+    if not len(split):
+        raise UserError(f"{dataset.spec}: the {args.split} split is empty (validation: {dataset.val_source})")
     dev = resolve_device(args.device)
     report = evaluate(trained.model.to(dev), split, trained.transform, args.batch_size, dev)
     report = {"checkpoint": str(source), "split": args.split, "data": dataset.spec, "classes": list(dataset.classes),

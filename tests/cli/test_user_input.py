@@ -121,6 +121,8 @@ def test_no_validation_split_keeps_the_last_step_and_balanced_weights(tmp_path, 
     summary = json.loads((tmp_path / "run" / "test.json").read_text())
     assert summary["best"] == {"step": 4, "val_accuracy": None} and "balanced_accuracy" in summary["test"]
     assert "no validation split: best.pt is this step" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "run" / "best.pt")]) == 0  # the same split as trained: no validation
+    assert "the val split is empty" in _fails(["evaluate", str(tmp_path / "run" / "best.pt"), "--split", "val"], capsys)
     weights = class_weights(torch.tensor([0] * 10 + [1] * 2), 3)
     torch.testing.assert_close(weights, torch.tensor([12 / 30, 12 / 6, 0.0]))
 
