@@ -76,7 +76,7 @@ class DilatedRNNClassifier(BaseClassifier):
 
         from .data.datasets import default_dilations, from_sequences
         from .trained import load
-        from .training.recipe import configs
+        from .training.recipe import VALIDATIONS, configs
         from .training.train import train
 
         torch.set_num_threads(self.threads)
@@ -92,7 +92,8 @@ class DilatedRNNClassifier(BaseClassifier):
         cfg = dataclasses.replace(cfg, val_fraction=self.val_fraction or 0.0,
                                   **{k: v for k, v in given.items() if v is not None})
         if self.steps is not None:
-            cfg = dataclasses.replace(cfg, eval_every=max(1, self.steps // 30), log_every=max(1, self.steps // 30))
+            every = max(1, self.steps // VALIDATIONS)  # the recipe's number of validations over the run
+            cfg = dataclasses.replace(cfg, eval_every=every, log_every=every)
         with tempfile.TemporaryDirectory() as tmp:
             train(Path(tmp) / "run", dataset, model, cfg, device="cpu", progress=False, quiet=True)
             self.trained_ = load(Path(tmp) / "run")
