@@ -317,11 +317,13 @@ def _train(run: Run, data: Dataset, ctx, dev, progress: bool, stop_after: int | 
     end = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
     save = (lambda name: _save(run, optimizer, name)) if main else (lambda name: None)
     losses = []
+    weights = (class_weights(splits["train"].labels, run.model.config.num_classes).to(dev)
+               if cfg.class_weight == "balanced" else None)  # of the whole training split, once
     bar_on = progress and main and sys.stderr.isatty()  # a bar on a terminal; plain lines in a log file
     with _progress(run.step, cfg.steps, bar_on) as bar, _deferred_interrupt() as interrupted:
         say = (bar.write if bar_on else lambda line: print(line, flush=True)) if main and not quiet else None
         while run.step < end:
-            losses.append(_take_step(run, net, optimizer, splits["train"], ctx, dev))
+            losses.append(_take_step(run, net, optimizer, splits["train"], ctx, dev, weights))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             validate_now = run.step % cfg.eval_every == 0 or run.step == cfg.steps
@@ -359,8 +361,9 @@ def _to_device(run: Run, dev: torch.device) -> torch.optim.Optimizer:
     return optimizer
 
 
-def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev) -> float:
-    """Training step number ``run.step`` at its scheduled settings; returns its loss (mean over ranks)."""
+def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev, weights=None) -> float:
+    """Training step number ``run.step`` at its scheduled settings; returns its loss (mean over ranks).
+    ``weights``: the class weights of the loss (``class_weights``), or None."""
     cfg, step = run.cfg, run.step
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(cfg.schedule, step, cfg.steps, cfg.warmup)
@@ -372,8 +375,6 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev) -> fl
     x = augment_batch(x, lengths, [a for a in cfg.augment.split(",") if a], cfg.seed, step)
     mixup = mixup_pairs(len(idx), cfg.mixup, cfg.seed, step) if cfg.mixup > 0 else None
     sam = cfg.sam if step >= cfg.sam_start else 0.0
-    weights = class_weights(train_split.labels, run.model.config.num_classes).to(dev) \
-        if cfg.class_weight == "balanced" else None
     loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam,
                       lengths=lengths, class_weights=weights, mixup=mixup)
     loss = mean_across(loss, ctx, dev)
