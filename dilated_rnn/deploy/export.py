@@ -292,7 +292,7 @@ def export_step_onnx(trained: TrainedModel, path, check_inputs, opset: int = DEF
         step = StepGraph(trained).eval()
     except ValueError as e:
         raise ParameterError("streaming", f"cannot be used with this model: {e}") from None
-    F, M = model.config.input_size, step.layout.size
+    F, M = model.config.input_size, step.state_size
     example = (torch.zeros(2, F), torch.zeros(2, M), torch.zeros(2, dtype=torch.int64))
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:

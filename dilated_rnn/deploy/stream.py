@@ -111,21 +111,32 @@ def _check_streamable(transform) -> None:
 
 class StepGraph(nn.Module):
     """One streaming step of a classifier, for ONNX export: (sample [N, F] raw, buffer [N, M], position [N])
-    -> (logits [N, K], new buffer, new position). The input's channel normalization is inside."""
+    -> (logits [N, K], new buffer, new position). The input's channel normalization is inside. An
+    ensemble's is one graph: each member's step on its part of the buffer, the probabilities averaged."""
 
     def __init__(self, trained: TrainedModel):
         super().__init__()
         _check_streamable(trained.transform)
         if hasattr(trained.model, "members"):
-            raise ValueError("an ensemble streams with drnn stream on its checkpoint, not as one step graph")
+            self.parts = nn.ModuleList(StepGraph(TrainedModel(m, trained.transform, trained.data))
+                                       for m in trained.model.members)
+            self.sizes = [part.state_size for part in self.parts]
+            self.state_size = sum(self.sizes)
+            return
         check_streamed_readout(trained.model)
         clf, transform = trained.model, trained.transform
+        self.parts = None
         self.clf = clf
         self.layout = classifier_layout(clf)
+        self.state_size = self.layout.size
         self.register_buffer("mean", transform.mean)
         self.register_buffer("std", transform.std)
 
     def forward(self, sample: torch.Tensor, buffer: torch.Tensor, position: torch.Tensor):
+        if self.parts is not None:
+            outputs = [part(sample, own, position) for part, own in zip(self.parts, buffer.split(self.sizes, dim=1))]
+            return (mean_probabilities([logits for logits, _, _ in outputs]),
+                    torch.cat([state for _, state, _ in outputs], dim=1), position + 1)
         if self.mean is not None:
             sample = (sample - self.mean) / self.std
         rnn, layout, d0 = self.clf.rnn, self.layout, self.clf.readout_steps

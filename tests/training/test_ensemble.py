@@ -59,3 +59,21 @@ def test_a_trained_ensemble_is_one_model_to_every_command(ensemble_run, tmp_path
     proba = trained.predict_proba(test.x.numpy())
     streamed, _ = Streamer(trained)(test.x[:, :])  # every member streamed, probabilities averaged
     np.testing.assert_allclose(torch.softmax(streamed[:, -1].double(), 1).numpy(), proba, rtol=0, atol=1e-5)
+
+
+def test_an_ensemble_streams_as_one_step_graph(ensemble_run, tmp_path):
+    """drnn export --streaming: every member's step in one graph, its outputs the Streamer's at every step."""
+    from dilated_rnn.deploy.stream import OnnxStream, TorchStream, stream_sequences
+
+    run = ensemble_run / "run"
+    assert main(["export", str(run / "best.pt"), "--streaming", "--check-images", "4", "-o",
+                 str(tmp_path / "step.onnx")]) == 0
+    trained = dilated_rnn.load(run)
+    sequences = dilated_rnn.data.datasets.load_dataset("ucr:BasicMotions")["test"].subset(3).sequences()
+    graph, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=3)
+    torch_stream, _ = stream_sequences(TorchStream(trained), sequences, batch_size=3, chunk=17)
+    for got, expected in zip(graph, torch_stream):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    members = [TorchStream(dilated_rnn.TrainedModel(m, trained.transform, trained.data)) for m in trained.model.members]
+    single, _ = stream_sequences(members[0], sequences[:1])
+    assert not np.allclose(graph[0], single[0], atol=1e-3)  # the average, not one member
