@@ -70,13 +70,12 @@ class DilatedRNNClassifier(BaseClassifier):
         super().__init__()
 
     def _fit(self, X, y):
-        import dataclasses
 
         import torch
 
         from .data.datasets import default_dilations, from_sequences
         from .trained import load
-        from .training.recipe import VALIDATIONS, configs
+        from .training.recipe import configs
         from .training.train import train
 
         torch.set_num_threads(self.threads)
@@ -84,16 +83,10 @@ class DilatedRNNClassifier(BaseClassifier):
         codes = np.searchsorted(self.classes_, y)  # columns in classes_ order
         dataset = from_sequences(_sequences(X), codes, self.val_fraction, seed, spec="sktime")
         dilations = tuple(self.dilations or default_dilations(dataset.train_max_length))
-        model, cfg = configs(dataset, dilations, seed=seed, data="sktime")
-        given = {"cell": self.cell, "readout": self.readout}
-        model = dataclasses.replace(model, **{k: v for k, v in given.items() if v is not None},
-                                    **({"hidden_sizes": (self.hidden_size,) * len(dilations)} if self.hidden_size else {}))
-        given = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
-        cfg = dataclasses.replace(cfg, val_fraction=self.val_fraction or 0.0,
-                                  **{k: v for k, v in given.items() if v is not None})
-        if self.steps is not None:
-            every = max(1, self.steps // VALIDATIONS)  # the recipe's number of validations over the run
-            cfg = dataclasses.replace(cfg, eval_every=every, log_every=every)
+        given = {"seed": seed, "data": "sktime", "cell": self.cell, "readout": self.readout, "steps": self.steps,
+                 "batch_size": self.batch_size, "lr": self.lr, "val_fraction": self.val_fraction or 0.0,
+                 "hidden_sizes": (self.hidden_size,) if self.hidden_size else None}
+        model, cfg = configs(dataset, dilations, given)
         with tempfile.TemporaryDirectory() as tmp:
             train(Path(tmp) / "run", dataset, model, cfg, device="cpu", progress=False, quiet=True)
             self.trained_ = load(Path(tmp) / "run")

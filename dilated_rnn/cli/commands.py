@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import FORMATS, PRECISIONS, ModelConfig, TrainConfig
+from ..config import FORMATS, PRECISIONS, TrainConfig
 from ..errors import UserError
 from ..model.cells import CELL_NAMES
-from ..training.presets import DEFAULTS, MODEL_SETTINGS, resolve
+from ..training.presets import DEFAULTS
 
 
 def _positive(flag: str, value):
@@ -42,31 +42,17 @@ def _source(args):
 
 def _configs(args):
     """The run's dataset and configs: the flags given, over the preset, over the recipe derived from a user's
-    data (``training.recipe``), over the configs' defaults."""
+    data, over the configs' defaults (``training.recipe.configs``)."""
     from ..data.datasets import default_dilations
-    from ..training import recipe as data_recipe
+    from ..training.recipe import configs
 
-    c = TrainConfig
-    dataset = _load(args.data or c.data, args, args.val_fraction, args.seed, args.normalize, args.layout or "auto")
-    dilations = args.dilations or default_dilations(dataset.train_max_length)
-    derived = (data_recipe.derive(dataset, dilations, args.train_limit)
-               if data_recipe.applies(dataset) and args.preset is None else {})
-    recipe = resolve(args.preset, {k: getattr(args, k) for k in DEFAULTS}, derived)
-    pick = lambda name, default: next(v for v in (getattr(args, name), derived.get(name), default)  # noqa: E731
-                                      if v is not None)
-    limits = {f"{s}_limit": getattr(args, f"{s}_limit") for s in ("train", "val", "test")}
-    train = c(steps=pick("steps", c.steps), batch_size=pick("batch_size", c.batch_size), seed=args.seed,
-              eval_every=pick("eval_every", c.eval_every), log_every=pick("log_every", c.log_every),
-              eval_batch_size=args.eval_batch_size, data=args.data or c.data, val_fraction=args.val_fraction,
-              normalize=args.normalize, select_ties=pick("select_ties", c.select_ties), layout=args.layout or "auto",
-              class_weight=args.class_weight, augment=args.augment, mixup=args.mixup,
-              recipe=args.preset or ("data" if derived else "reference"), **limits,
-              **{k: v for k, v in recipe.items() if k not in MODEL_SETTINGS})
-    hidden = args.hidden_sizes or ((derived["hidden"],) if derived else ModelConfig.hidden_sizes[:1])
-    hidden = hidden * len(dilations) if len(hidden) == 1 else hidden
-    model = ModelConfig(input_size=dataset.num_features, hidden_sizes=hidden, dilations=dilations,
-                        num_classes=dataset.num_classes, readout=_readout(args.readout or derived.get("readout"), dataset),
-                        **{k: recipe[k] for k in MODEL_SETTINGS})
+    dataset = _load(args.data or TrainConfig.data, args, args.val_fraction, args.seed, args.normalize,
+                    args.layout or "auto")
+    names = ("steps", "batch_size", "seed", "eval_every", "log_every", "eval_batch_size", "data", "val_fraction",
+             "normalize", "layout", "select_ties", "class_weight", "augment", "mixup", "hidden_sizes", "readout",
+             "train_limit", "val_limit", "test_limit", *DEFAULTS)
+    model, train = configs(dataset, args.dilations or default_dilations(dataset.train_max_length),
+                           {k: getattr(args, k) for k in names}, args.preset)
     return dataset, model, train
 
 
@@ -83,15 +69,6 @@ def _train_ensemble(args, run_dir, dataset, model_config, cfg) -> int:
                         dataset.classes))
     print(f"wrote {Path(run_dir) / 'best.pt'} and {Path(run_dir) / 'test.json'}")
     return 0
-
-
-def _readout(given: str | None, dataset) -> str:
-    if dataset.per_step:
-        if given not in (None, "every"):
-            raise UserError(f"--readout {given}: {dataset.spec} has a label at every step, which the every-step "
-                            "readout reads")
-        return "every"
-    return given or "last"
 
 
 def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed,

@@ -52,16 +52,33 @@ def derive(dataset, dilations, train_limit: int | None = None) -> dict:
             "log_every": every, "select_ties": "loss", "hidden": HIDDEN, "readout": "layers"}
 
 
-def configs(dataset, dilations, seed: int, data: str):
-    """The ``ModelConfig`` and ``TrainConfig`` of the recipe for ``dataset`` (what ``drnn train --data DATA
-    --seed SEED`` builds with no other flag)."""
+def configs(dataset, dilations, given: dict | None = None, preset: str | None = None):
+    """The run's ``ModelConfig`` and ``TrainConfig``: the settings ``given`` (by their config names, with
+    ``hidden_sizes`` of one value for every layer; None: not given), over ``preset``, over the recipe derived from
+    a user's data (``derive``), over the configs' defaults (the reference's). What ``drnn train`` builds from its
+    flags, and ``configs(dataset, dilations, {"seed": s, "data": spec})`` what ``drnn train --data SPEC --seed S``
+    builds with no other flag."""
     from ..config import ModelConfig, TrainConfig
+    from ..errors import ParameterError
+    from .presets import DEFAULTS, MODEL_SETTINGS, resolve
 
-    r = derive(dataset, dilations)
-    model = ModelConfig(input_size=dataset.num_features, hidden_sizes=(r["hidden"],) * len(dilations),
-                        dilations=tuple(dilations), cell=r["cell"], num_classes=dataset.num_classes,
-                        readout=r["readout"])
-    train = TrainConfig(steps=r["steps"], batch_size=r["batch_size"], lr=r["lr"], optimizer=r["optimizer"],
-                        schedule=r["schedule"], clip=r["clip"], seed=seed, data=data, eval_every=r["eval_every"],
-                        log_every=r["log_every"], select_ties=r["select_ties"], recipe="data")
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    derived = derive(dataset, dilations, given.get("train_limit")) if applies(dataset) and preset is None else {}
+    if derived and "steps" in given:  # the recipe's number of validations over the run asked for
+        derived["eval_every"] = derived["log_every"] = max(1, given["steps"] // VALIDATIONS)
+    settings = resolve(preset, {k: given.get(k) for k in DEFAULTS}, derived)
+    fields = TrainConfig.__dataclass_fields__
+    train = TrainConfig(**{k: v for k, v in {**derived, **given}.items() if k in fields and k not in DEFAULTS},
+                        recipe=preset or ("data" if derived else "reference"),
+                        **{k: v for k, v in settings.items() if k not in MODEL_SETTINGS})
+    hidden = tuple(given.get("hidden_sizes") or ((derived["hidden"],) if derived else ModelConfig.hidden_sizes[:1]))
+    readout = given.get("readout", derived.get("readout"))
+    if dataset.per_step:
+        if readout not in (None, "every"):
+            raise ParameterError("readout", f"cannot be {readout}: {dataset.spec} has a label at every step, which "
+                                            "the every-step readout reads")
+        readout = "every"
+    model = ModelConfig(input_size=dataset.num_features, dilations=tuple(dilations), num_classes=dataset.num_classes,
+                        hidden_sizes=hidden * len(dilations) if len(hidden) == 1 else hidden,
+                        readout=readout or "last", **{k: settings[k] for k in MODEL_SETTINGS})
     return model, train

@@ -138,3 +138,11 @@ def test_train_on_the_copy_task_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["make-bins", "--data", "copy:6", "-o", str(tmp_path / "bins")]) == 2
     assert "a label at every step" in capsys.readouterr().err and not (tmp_path / "bins").exists()
+
+
+def test_a_readout_of_one_step_on_the_copy_task_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["train", "--data", "copy:6", "--readout", "layers", "--steps", "1", "--run-dir",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--readout cannot be layers: copy:6 has a label at every step" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

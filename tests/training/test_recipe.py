@@ -55,6 +55,7 @@ def test_explicit_flags_and_presets_win_and_mnist_keeps_the_reference(tmp_path, 
                  "--cell", "lstm", "--hidden-sizes", "5", "--readout", "last", "--lr", "0.01"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["train"]["steps"], config["train"]["batch_size"], config["train"]["lr"]) == (3, 4, 0.01)
+    assert config["train"]["eval_every"] == 1  # validated over the steps asked for, not the recipe's
     assert config["model"]["cell"] == "lstm" and config["model"]["readout"] == "last"
     assert config["train"]["optimizer"] == "adam" and config["train"]["recipe"] == "data"  # the rest: the data's
     assert main(["train", "--data", data, "--preset", "gru-mnist", "--run-dir", str(tmp_path / "p"), "--steps", "2",
