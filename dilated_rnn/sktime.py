@@ -26,7 +26,7 @@ class DilatedRNNClassifier(BaseClassifier):
     readout : "layers" or "last", default None (the recipe's: layers)
     steps, batch_size : int, default None (the recipe's: 300 epochs, an eighth of the data per batch)
     lr : float, default None (the recipe's: 1e-3, Adam, cosine decay)
-    val_fraction : float, default 0.2, of each class held out to choose the step (0: the last step)
+    val_fraction : float, default 0.0 (the last step), of each class held out to choose the step
     random_state : int or None, default None: the seed of initialisation, batch order and validation split
     threads : int, default 1, PyTorch threads while fitting and predicting
 
@@ -56,7 +56,7 @@ class DilatedRNNClassifier(BaseClassifier):
     }
 
     def __init__(self, cell=None, hidden_size=None, dilations=None, readout=None, steps=None, batch_size=None,
-                 lr=None, val_fraction=0.2, random_state=None, threads=1):
+                 lr=None, val_fraction=0.0, random_state=None, threads=1):
         self.cell = cell
         self.hidden_size = hidden_size
         self.dilations = dilations

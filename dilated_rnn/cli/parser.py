@@ -133,6 +133,23 @@ def _add_recipe_flags(t) -> None:
     _recipe_flag(t, "forget_bias", "--forget-bias", type=float, help="initial bias of the LSTM forget gate")
 
 
+def _add_small_data_flags(t) -> None:
+    """Flags for a user's (often small) data: validation, augmentation, ensembles, class weights."""
+    c = TrainConfig
+    t.add_argument("--val-fraction", type=float, default=c.val_fraction,
+                   help="share of each class held out to choose best.pt where the data gives no validation split "
+                        "(not MNIST) (default: 0, every training sequence trains and best.pt is the last step)")
+    t.add_argument("--augment", default="", metavar="NAMES",
+                   help="augment each training batch, comma-separated in order: " + ", ".join(AUGMENTATIONS)
+                        + " (default: none)")
+    t.add_argument("--mixup", type=float, default=0.0, help="alpha of mixup's Beta weight; 0: no mixup")
+    t.add_argument("--ensemble", type=int, default=1,
+                   help="train K members (seeds --seed ... --seed+K-1, one data split) into RUN_DIR/member-i and "
+                        "keep their averaged probabilities as one model in RUN_DIR/best.pt")
+    t.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=c.class_weight,
+                   help="balanced: weight each class's training loss by N / (K * its count), for imbalanced data")
+
+
 def _add_train(sub) -> None:
     t = _command(sub, "train", "train a classifier (pixel MNIST, or --data)", cmd.cmd_train)
     t.add_argument("--run-dir", type=Path, default=None,
@@ -164,17 +181,7 @@ def _add_train(sub) -> None:
                         f"at most {RECIPE_MAX_BATCH})")
     t.add_argument("--seed", type=int, default=c.seed,
                    help="seed of initialisation, batch order, permutation and a drawn validation split")
-    t.add_argument("--val-fraction", type=float, default=c.val_fraction,
-                   help="share of each class held out for validation where the data gives none (not MNIST)")
-    t.add_argument("--augment", default="", metavar="NAMES",
-                   help="augment each training batch, comma-separated in order: " + ", ".join(AUGMENTATIONS)
-                        + " (default: none)")
-    t.add_argument("--mixup", type=float, default=0.0, help="alpha of mixup's Beta weight; 0: no mixup")
-    t.add_argument("--ensemble", type=int, default=1,
-                   help="train K members (seeds --seed ... --seed+K-1, one data split) into RUN_DIR/member-i and "
-                        "keep their averaged probabilities as one model in RUN_DIR/best.pt")
-    t.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=c.class_weight,
-                   help="balanced: weight each class's training loss by N / (K * its count), for imbalanced data")
+    _add_small_data_flags(t)
     t.add_argument("--select-ties", choices=("earliest", "loss"), default=None,
                    help="which of the validations tied at the best accuracy keeps best.pt: the earliest, or the "
                         f"lowest validation loss (default: {c.select_ties} for MNIST; loss for your data)")

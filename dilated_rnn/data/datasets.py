@@ -16,8 +16,8 @@
 
 Labels are integers or strings; the classes are the training labels in sorted order (numerically
 when every label is a number) and are stored with the model. Unless the data gives a validation
-split, a stratified ``val_fraction`` of the training set is held out, drawn from ``seed``. Model
-selection uses it alone; the test split is for the final report. Bad data ends in a one-line
+split, a stratified ``val_fraction`` of the training set may be held out, drawn from ``seed`` (by default
+none: every training sequence trains). Model selection uses it alone; the test split is for the final report. Bad data ends in a one-line
 ``UserError`` naming the file and what is wrong, before anything is written.
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import TrainConfig
 from ..errors import ParameterError, UserError
 from . import copy_task
 from .mnist import load_mnist
@@ -37,7 +38,6 @@ from .splits import Dataset, Split
 from .transform import fit_normalization
 
 UCR_PREFIX = "ucr:"
-DEFAULT_VAL_FRACTION = 0.2
 
 
 def default_dilations(max_length: int) -> tuple[int, ...]:
@@ -48,7 +48,7 @@ def default_dilations(max_length: int) -> tuple[int, ...]:
     return tuple(dilations)
 
 
-def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAULT_VAL_FRACTION,
+def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = TrainConfig.val_fraction,
                  seed: int = 0, normalize: str = "auto", layout: str = "auto") -> Dataset:
     """The dataset ``spec`` names (module doc), with its validation split and fitted normalization.
 
@@ -76,7 +76,7 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = DEFAU
     return dataset if layout == "auto" else dataclasses.replace(dataset, layout=layout)
 
 
-def from_sequences(sequences, labels, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
+def from_sequences(sequences, labels, val_fraction: float = TrainConfig.val_fraction, seed: int = 0,
                    normalize: str = "auto", spec: str = "arrays") -> Dataset:
     """A ``Dataset`` of in-memory sequences ([T_i, F] arrays) and their labels, checked as files are, with a
     stratified validation split drawn from ``seed``; the test split is the validation split, or without one the
@@ -139,7 +139,7 @@ def _assemble(spec: str, raw: dict, val_fraction: float, seed: int, normalize: s
         how = f"stratified {val_fraction:g} of each class's training sequences, seed {seed}"
     elif drawn:  # none: every training sequence trains, and best.pt is the last step
         labelled["val"] = ([], np.zeros(0, np.int64))
-        how = "none (val_fraction 0: best.pt is the last step)"
+        how = "none drawn: best.pt is the last step"
     padded = {name: _pad(seqs, y, features.copy().pop()) for name, (seqs, y) in labelled.items()}
     train = padded["train"]
     return Dataset(spec, padded, features.pop(), classes, fit_normalization(train.x, train.lengths, normalize),

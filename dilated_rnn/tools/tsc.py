@@ -2,9 +2,11 @@
 
 For each data set (a bundled archive set ``ucr:NAME``, or ``NAME`` in a folder of the UCR 2018 archive's
 ``NAME_TRAIN.tsv`` / ``NAME_TEST.tsv``): ours, ``drnn train --data`` with no other flag (the recipe of
-``training/recipe.py``; validation drawn from the training split, selection on it, the test split read once
-per run) for each seed, and optionally (method ``ensemble``) an ensemble of five members
-(``drnn train --ensemble 5``); 1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
+``training/recipe.py``: every training sequence trains, the last step is kept, the test split is read once per
+run) for each seed, and optionally (method ``ensemble``) an ensemble of five members (``drnn train --ensemble 5
+--seed S``). Where no validation split is drawn, member i of that ensemble is the single run of seed S + i (the
+same data, config and seed), so the ensemble runs first and its members stand for those seeds' single runs. Then
+1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
 MiniRocket (sktime's ``RocketClassifier``, its MiniRocket transform and a ridge classifier). Each method's
 test accuracy and wall time per set; then, over the sets, means, mean ranks, and ours' wins, ties and losses
 against each baseline. Results are kept in a JSON file as they come, so an interrupted panel resumes.
@@ -27,8 +29,10 @@ from ..errors import UserError
 from ..files import atomic_path, write_json
 
 METHODS = ("ours", "dtw", "minirocket")
+PEERS = METHODS[1:]
 ENSEMBLE = "ensemble"  # an optional method: ours as an ensemble of ENSEMBLE_SIZE members, one seed
 ENSEMBLE_SIZE = 5
+NAMES = {"ours": "ours", ENSEMBLE: "ensemble", "dtw": "DTW", "minirocket": "MiniRocket"}
 
 
 def resolve_set(name: str, ucr_dir: Path | None) -> str:
@@ -61,9 +65,15 @@ def run_ours(spec: str, seed: int, threads: int = 1, members: int = 1) -> dict:
             result = train_ensemble(Path(tmp) / "run", dataset, model_config, cfg, members, "cpu", False, quiet=True)
         else:
             result = train(Path(tmp) / "run", dataset, model_config, cfg, device="cpu", progress=False, quiet=True)
-    return {"accuracy": result["test"]["accuracy"], "val_accuracy": result["best"]["val_accuracy"],
-            "best_step": result["best"]["step"], "steps": cfg.steps, "members": members,
-            "seconds": time.perf_counter() - start}
+    out = {"accuracy": result["test"]["accuracy"], "val_accuracy": result["best"]["val_accuracy"],
+           "best_step": result["best"]["step"], "steps": cfg.steps, "members": members,
+           "seconds": time.perf_counter() - start}
+    if members > 1 and not len(dataset.splits["val"]):  # each member is the single run of its seed
+        out["member_runs"] = [{"seed": seed + i, "accuracy": t["accuracy"], "val_accuracy": None,
+                               "best_step": b["step"], "steps": cfg.steps, "seconds": s, "member_of_ensemble": True}
+                              for i, (t, b, s) in enumerate(zip(result["member_tests"], result["member_best"],
+                                                                result["member_seconds"]))]
+    return out
 
 
 def _arrays(spec: str):
@@ -102,22 +112,26 @@ def run_baseline(spec: str, method: str, seed: int = 0) -> dict:
 
 
 def summarize(results: dict) -> dict:
-    """Over the sets every method has: means, mean ranks (1 best, ties shared) and ours' wins, ties, losses."""
+    """Over the sets every method has: means, mean ranks (1 best, ties shared) and ours' wins, ties, losses
+    against each peer (``vs_PEER``), and the ensemble's (``ensemble_vs_PEER``) where every such set has one."""
     sets = [s for s, r in results.items() if all(m in r for m in METHODS)]
-    accuracy = {m: {s: _mean(results[s][m]) for s in sets} for m in METHODS}
-    ranks = {m: [] for m in METHODS}
+    methods = METHODS + ((ENSEMBLE,) if sets and all(ENSEMBLE in results[s] for s in sets) else ())
+    accuracy = {m: {s: _mean(results[s][m]) for s in sets} for m in methods}
+    ranks = {m: [] for m in methods}
     for s in sets:
-        scores = {m: accuracy[m][s] for m in METHODS}
-        for m in METHODS:
+        scores = {m: accuracy[m][s] for m in methods}
+        for m in methods:
             ranks[m].append(1 + sum(v > scores[m] for v in scores.values()) + 0.5 * (
                 sum(v == scores[m] for v in scores.values()) - 1))
     summary = {"sets": sets, "mean_accuracy": {m: statistics.fmean(accuracy[m].values()) if sets else None
-                                               for m in METHODS},
-               "mean_rank": {m: statistics.fmean(ranks[m]) if sets else None for m in METHODS}}
-    for peer in METHODS[1:]:
-        diffs = [accuracy["ours"][s] - accuracy[peer][s] for s in sets]
-        summary[f"vs_{peer}"] = {"wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
-                                 "losses": sum(d < 0 for d in diffs)}
+                                               for m in methods},
+               "mean_rank": {m: statistics.fmean(ranks[m]) if sets else None for m in methods}}
+    for ours in (m for m in ("ours", ENSEMBLE) if m in methods):
+        for peer in PEERS:
+            diffs = [accuracy[ours][s] - accuracy[peer][s] for s in sets]
+            summary[f"{'' if ours == 'ours' else ours + '_'}vs_{peer}"] = {
+                "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
+                "losses": sum(d < 0 for d in diffs)}
     return summary
 
 
@@ -141,11 +155,12 @@ def markdown(results: dict) -> str:
                      f"{secs(ENSEMBLE)} / {secs('dtw')} / {secs('minirocket')} |")
     s = summarize(results)
     if s["sets"]:
+        count = lambda key: "/".join(str(s[key][k]) for k in ("wins", "ties", "losses"))  # noqa: E731
+        against = lambda prefix: ", ".join(f"against {NAMES[p]} {count(prefix + 'vs_' + p)}" for p in PEERS)  # noqa: E731
         lines += ["", f"Over {len(s['sets'])} sets: mean accuracy " + ", ".join(
-            f"{m} {s['mean_accuracy'][m]:.3f}" for m in METHODS) + "; mean rank " + ", ".join(
-            f"{m} {s['mean_rank'][m]:.2f}" for m in METHODS) + "; ours against DTW " + "/".join(
-            str(s["vs_dtw"][k]) for k in ("wins", "ties", "losses")) + ", against MiniRocket " + "/".join(
-            str(s["vs_minirocket"][k]) for k in ("wins", "ties", "losses")) + " (wins/ties/losses)."]
+            f"{NAMES[m]} {s['mean_accuracy'][m]:.3f}" for m in s["mean_accuracy"]) + "; mean rank " + ", ".join(
+            f"{NAMES[m]} {s['mean_rank'][m]:.2f}" for m in s["mean_rank"]) + f"; ours {against('')}" + (
+            f"; the ensemble {against('ensemble_')}" if ENSEMBLE in s["mean_rank"] else "") + " (wins/ties/losses)."]
     return "\n".join(lines)
 
 
@@ -158,8 +173,11 @@ def run_panel(names, out: Path, ucr_dir: Path | None = None, seeds=(1, 2, 3), me
     for name in names:
         spec = resolve_set(name, ucr_dir)
         entry = results.setdefault(name, {"spec": spec})
-        for method in methods:
+        for method in sorted(methods, key=lambda m: m != ENSEMBLE):  # the ensemble first: its members are singles
             if method == "ours":
+                members = {r["seed"]: r for r in entry.get(ENSEMBLE, {}).get("member_runs", [])}
+                done = {r["seed"] for r in entry.get("ours", [])}
+                entry.setdefault("ours", []).extend(members[s] for s in seeds if s in members and s not in done)
                 done = {r["seed"] for r in entry.get("ours", [])}
                 for seed in (s for s in seeds if s not in done):
                     entry.setdefault("ours", []).append({"seed": seed, **run_ours(spec, seed, threads)})

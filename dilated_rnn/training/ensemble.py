@@ -47,6 +47,7 @@ def train_ensemble(run_dir, data, model_config, cfg, size: int, device: str = "a
     test = evaluate(ensemble, data.splits["test"].subset(cfg.test_limit), transform, cfg.eval_batch_size)
     summary = {"run_dir": str(run_dir), "finished": True, "members": size, "test": test,
                "member_tests": [r["test"] for r in results], "member_best": [r["best"] for r in results],
+               "member_seconds": [r["train_seconds"] for r in results],
                "best": {"step": None, "val_accuracy": None}}
     write_json(run_dir / "test.json", summary)
     return summary

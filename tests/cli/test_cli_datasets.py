@@ -80,7 +80,7 @@ def test_pipeline_on_a_variable_length_model(vowels_run, tmp_path, capsys):
 def test_fixed_length_univariate_set(tmp_path, capsys):
     run = tmp_path / "gun"
     base = ["--data", "ucr:GunPoint", "--cell", "gru", "--run-dir", str(run), *SMALL]
-    assert main(["train", "--steps", "20", *base]) == 0
+    assert main(["train", "--steps", "20", "--val-fraction", "0.2", *base]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["fixed_length"] == 150 and config["data"]["classes"] == ["1", "2"]
     assert config["data"]["validation"] == "stratified 0.2 of each class's training sequences, seed 92916"

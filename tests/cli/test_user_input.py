@@ -93,7 +93,7 @@ def test_resource_limits_and_failed_starts_leave_nothing(tmp_path, capsys):
     err = _fails(["train", "--data", data, "--run-dir", str(run), *FAST, "--hidden-sizes", "100000"], capsys, code=1)
     assert "needs at least" in err and "GiB" in err and not run.exists()
     err = _fails(["train", "--data", data, "--run-dir", str(run), *FAST, "--batch-size", "64"], capsys)
-    assert "--batch-size is 64, more than the 10 training sequences" in err and not run.exists()
+    assert "--batch-size is 64, more than the 12 training sequences" in err and not run.exists()
 
 
 def test_the_python_module_names_the_expected_input():
@@ -107,7 +107,7 @@ def test_training_says_what_it_trains_and_logs_the_loss_without_a_bar(tmp_path, 
     capsys.readouterr()
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "run"), *FAST]) == 0  # not a terminal: no bar
     out, err = capsys.readouterr()
-    assert "data      " in out and "10 train, 2 validation" in out and "2 channel(s), 10 steps, 2 classes" in out
+    assert "data      " in out and "12 train, 0 validation (none drawn" in out and "2 channel(s), 10 steps, 2 classes" in out
     assert "recipe    data: adam lr 0.001 (cosine)" in out and "step 1/4: train loss" in out and "step 2: train loss" in out
     assert "\r" not in err and "it/s" not in err and "step/s" not in err
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "quiet"), *FAST, "--no-progress"]) == 0

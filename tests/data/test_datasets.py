@@ -140,6 +140,6 @@ def test_a_class_of_one_training_sequence_trains_unvalidated(tmp_path):
     """The archive's FiftyWords has classes of one training sequence: they stay in training, out of validation."""
     good = _good(np.random.default_rng(2))
     np.savez(tmp_path / "d.npz", **{**good, "y_train": np.array(["a"] * 7 + ["b"]), "y_test": np.array(["a"] * 4)})
-    data = load_dataset(str(tmp_path / "d.npz"))
+    data = load_dataset(str(tmp_path / "d.npz"), val_fraction=0.2)
     b = data.classes.index("b")
     assert (data["train"].labels == b).sum() == 1 and (data["val"].labels == b).sum() == 0 and len(data["val"]) >= 1

@@ -56,6 +56,12 @@ def test_summary_counts_wins_ties_losses_and_ranks():
                                                                                           "losses": 1}
     assert s["mean_rank"]["ours"] == pytest.approx((2 + 1.5) / 2) and s["mean_rank"]["minirocket"] == 2
     assert "| a | 0.850 ± 0.050 | – | 0.800 | 0.900 |" in tsc.markdown(results)
+    assert "ensemble_vs_dtw" not in s  # not every set has one
+    results["a"]["ensemble"], results["b"]["ensemble"] = {"accuracy": 0.95}, {"accuracy": 0.65}
+    s = tsc.summarize(results)
+    assert s["mean_accuracy"]["ensemble"] == pytest.approx(0.8) and s["mean_rank"]["ensemble"] == (1 + 3) / 2
+    assert s["ensemble_vs_dtw"] == {"wins": 1, "ties": 0, "losses": 1} and s["vs_dtw"]["wins"] == 1
+    assert "; the ensemble against DTW 1/0/1, against MiniRocket 2/0/0 (wins/ties/losses)." in tsc.markdown(results)
 
 
 def test_a_panel_resumes_from_its_json(ucr_dir, tmp_path, monkeypatch):
@@ -69,3 +75,11 @@ def test_a_panel_resumes_from_its_json(ucr_dir, tmp_path, monkeypatch):
     saved = json.loads(out.read_text())["results"]["Toy"]
     assert [r["seed"] for r in saved["ours"]] == [1, 2] and "accuracy" in saved["dtw"]
     assert out.with_suffix(".md").read_text().startswith("| set | ours |")
+
+
+def test_the_ensembles_members_stand_for_the_single_runs_of_their_seeds(ucr_dir, tmp_path):
+    """With no validation split drawn, member i of ``--ensemble 5 --seed S`` is the single run of seed S + i."""
+    spec = tsc.resolve_set("Toy", ucr_dir)
+    ensemble = tsc.run_ours(spec, 1, members=2)
+    assert ensemble["members"] == 2 and [r["seed"] for r in ensemble["member_runs"]] == [1, 2]
+    assert tsc.run_ours(spec, 2)["accuracy"] == ensemble["member_runs"][1]["accuracy"]

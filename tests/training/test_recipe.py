@@ -42,10 +42,11 @@ def test_no_flag_on_sixteen_sequences_trains_a_model(tmp_path, capsys):
     data = _npz(tmp_path / "tiny.npz", 16)
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "recipe    data: adam lr 0.001 (cosine), batch 1," in out and "readout layers" in out
+    assert "recipe    data: adam lr 0.001 (cosine), batch 2," in out and "readout layers" in out
+    assert "16 train, 0 validation (none drawn: best.pt is the last step)" in out  # every sequence trains
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["train"]["recipe"] == "data" and config["train"]["batch_size"] == 1
-    assert config["train"]["steps"] == EPOCHS * 12 and config["model"]["hidden_sizes"] == [64, 64, 64]  # 12 train
+    assert config["train"]["recipe"] == "data" and config["train"]["batch_size"] == 2
+    assert config["train"]["steps"] == EPOCHS * 16 // 2 and config["model"]["hidden_sizes"] == [64, 64, 64]
     assert json.loads((tmp_path / "run" / "test.json").read_text())["test"]["accuracy"] >= 0.75  # separable
 
 
