@@ -167,7 +167,7 @@ class TorchBackend:
         self.max_length = None
         # Sequences of one length skip PyTorch's modules, whose per-call cost is a third of a batch-1 call:
         # the transform, the stack's compiled kernel (engine.stack_arrays), then the head's product.
-        self.direct = (len(members) == 1 and model.config.readout == "last" and engine.fused()
+        self.direct = (len(members) == 1 and model.config.readout in ("last", "layers") and engine.fused()
                        and model.head.weight.dtype == torch.float32)
         self.transform = trained.transform
         self.classes, self.readout_steps = list(trained.classes), model.config.dilations[0]
@@ -190,7 +190,7 @@ class TorchBackend:
             with torch.inference_mode():
                 x = t(torch.from_numpy(x)).contiguous().numpy()
         T = x.shape[1]
-        h = engine.stack_arrays(clf.rnn, np.ascontiguousarray(x, np.float32), T, tuple(clf._steps(T)))
+        h = engine.stack_arrays(clf.rnn, np.ascontiguousarray(x, np.float32), T, tuple(clf._steps(T)), clf.every_layer)
         weight, bias = self.head
         return h.reshape(len(h), -1) @ weight + bias
 

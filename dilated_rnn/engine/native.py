@@ -102,7 +102,7 @@ def _load():
                 if path is not None:
                     lib = ctypes.CDLL(str(path))
                     p, i = ctypes.c_void_p, ctypes.c_int64
-                    lib.drnn_stack.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, i, i]
+                    lib.drnn_stack.argtypes = [p, i, i, i, p, i, i, p, p, p, i, i, p, i, i]
                     lib.drnn_stream.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i]
                     lib.drnn_recurrence_forward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, i]
                     lib.drnn_recurrence_backward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, i]
@@ -122,9 +122,10 @@ def stack(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, gath
           readout: np.ndarray, out: np.ndarray, threads: int = 1, lanes: bool | None = None) -> None:
     """``numba_kernels.stack_forward``'s job, split over ``threads``.
 
-    Arrays as ``numba_kernels.stack_forward`` takes them: x [B, T, F] float32, the packed weights and plan (int64),
-    out [B, len(readout), H_top] float32, C-contiguous. ``lanes``: tiles of ``LANES`` rows (the last one
-    padded) or one row at a time; None picks tiles from ``LANES`` rows on.
+    Arrays as ``numba_kernels.stack_forward`` takes them: x [B, T, F] float32, the packed weights and plan (int64;
+    ``readout`` [layers read, steps]), out [B, steps, sum of H over the layers read] float32, C-contiguous.
+    ``lanes``: tiles of ``LANES`` rows (the last one padded) or one row at a time; None picks tiles from ``LANES``
+    rows on.
     """
     StackKernel(weights, cell, sizes, gather, readout).run(x, out, threads, lanes)
 
@@ -143,13 +144,14 @@ class StackKernel:
         if weights.dtype != np.float32:
             raise ValueError("weights must be float32")
         self.arrays = (weights, sizes, gather, readout)  # kept alive: the kernel reads them through their addresses
-        self.shape = (int(sizes[0, 0]), len(readout), int(sizes[-1, 1]))  # F, readout rows, H_top
+        read, steps = readout.shape  # the top `read` layers, at `steps` steps each
+        self.shape = (int(sizes[0, 0]), steps, int(sizes[len(sizes) - read :, 1].sum()))  # F, steps, width
         self._lib = lib
         self._fixed = (weights.ctypes.data, cell, len(sizes), sizes.ctypes.data, gather.ctypes.data,
-                       readout.ctypes.data, len(readout))
+                       readout.ctypes.data, steps, read)
 
     def run(self, x: np.ndarray, out: np.ndarray, threads: int = 1, lanes: bool | None = None) -> None:
-        """x [B, T, F] float32 -> out [B, len(readout), H_top] (float32, C-contiguous, written in place)."""
+        """x [B, T, F] float32 -> out [B, steps, width] (float32, C-contiguous, written in place)."""
         x = np.ascontiguousarray(x)
         B, T, F = x.shape
         if (x.dtype != np.float32 or out.dtype != np.float32 or not out.flags.c_contiguous

@@ -246,8 +246,11 @@ def _gru_backward(dout, w_hh_t, hs, aux, dgx, dgh, start):
 # ---- inference over the whole pruned stack (stack.stack_arrays); cell codes 0 rnn, 1 lstm, 2 gru
 @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
 def stack_forward(x, weights, cell, sizes, gather, readout, out):
+    """x [B, T, F0] through the pruned stack; readout [read, steps]: the rows of the requested steps in each of the
+    top ``read`` layers; out [B, steps, sum of their H], concatenated bottom first."""
     B, T, F0 = x.shape
     L = sizes.shape[0]
+    first_read = L - readout.shape[0]
     G = 1 if cell == 0 else (4 if cell == 1 else 3)
     longest = T * F0
     for l in range(L):
@@ -259,6 +262,7 @@ def stack_forward(x, weights, cell, sizes, gather, readout, out):
         rows_below = T
         w_off = 0
         g_off = 0
+        out_off = 0
         for l in range(L):
             F, H, R, n = sizes[l, 0], sizes[l, 1], sizes[l, 2], sizes[l, 3]
             GH = G * H
@@ -286,13 +290,14 @@ def stack_forward(x, weights, cell, sizes, gather, readout, out):
                     base = (r * n + k) * H
                     for j in range(H):
                         above[base + j] = h[j]
+            if l >= first_read:  # this layer's outputs at the readout's steps, beside the layers read below
+                for i in range(readout.shape[1]):
+                    for j in range(H):
+                        out[b, i, out_off + j] = above[readout[l - first_read, i] * H + j]
+                out_off += H
             g_off += R * n
             rows_below = R * n
             below, above = above, below
-        H = sizes[L - 1, 1]
-        for i in range(readout.shape[0]):
-            for j in range(H):
-                out[b, i, j] = below[readout[i] * H + j]
 
 # ---- streaming: every layer, one step at a time, on shift registers (stack.stream_arrays)
 @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")

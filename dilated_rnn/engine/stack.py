@@ -29,10 +29,10 @@ from .dispatch import backend
 
 @dataclass
 class _ModelState:
-    plans: dict = field(default_factory=dict)  # (T, steps) -> pack_plan's arrays
+    plans: dict = field(default_factory=dict)  # (T, steps, every_layer) -> pack_plan's arrays
     views: tuple | None = None  # (parameter addresses, NumPy views of the parameters)
     frozen: np.ndarray | None = None  # packed weights of a model that no longer changes (``freeze``)
-    kernels: dict = field(default_factory=dict)  # (T, steps) -> native.StackKernel bound to ``frozen``
+    kernels: dict = field(default_factory=dict)  # (T, steps, every_layer) -> native.StackKernel bound to ``frozen``
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -54,21 +54,23 @@ def freeze(rnn):
     return rnn
 
 
-def stack_outputs(rnn, x: torch.Tensor, T: int, steps: tuple[int, ...]) -> torch.Tensor:
-    """Inference: the top-layer outputs of a ``DilatedRNN`` at ``steps``, [B, T, F] -> [B, len(steps), H_top],
-    as ``DilatedRNN.outputs_at`` gives them, in one compiled call. No autograd: callers use it only under
-    ``torch.no_grad`` / ``inference_mode``."""
-    return torch.from_numpy(stack_arrays(rnn, x.detach().contiguous().numpy(), T, steps))
+def stack_outputs(rnn, x: torch.Tensor, T: int, steps: tuple[int, ...], every_layer: bool = False) -> torch.Tensor:
+    """Inference: the top-layer outputs of a ``DilatedRNN`` at ``steps``, [B, T, F] -> [B, len(steps), H_top]
+    (``every_layer``: every layer's, concatenated bottom first), as ``DilatedRNN.outputs_at`` gives them, in one
+    compiled call. No autograd: callers use it only under ``torch.no_grad`` / ``inference_mode``."""
+    return torch.from_numpy(stack_arrays(rnn, x.detach().contiguous().numpy(), T, steps, every_layer))
 
 
-def stack_arrays(rnn, x: np.ndarray, T: int, steps: tuple[int, ...]) -> np.ndarray:
-    """``stack_outputs`` on NumPy arrays: x [B, T, F] float32, C-contiguous -> [B, len(steps), H_top]."""
+def stack_arrays(rnn, x: np.ndarray, T: int, steps: tuple[int, ...], every_layer: bool = False) -> np.ndarray:
+    """``stack_outputs`` on NumPy arrays: x [B, T, F] float32, C-contiguous -> [B, len(steps), H_top] (or the sum of
+    every layer's H)."""
     state = _state(rnn)
-    key = (T, steps)
+    key = (T, steps, every_layer)
     packed = state.plans.get(key)
     if packed is None:
-        packed = state.plans[key] = pack_plan(rnn, plan_outputs(T, rnn.dilations, steps))
-    out = np.empty((x.shape[0], len(packed[-1]), rnn.hidden_sizes[-1]), np.float32)
+        packed = state.plans[key] = pack_plan(rnn, plan_outputs(T, rnn.dilations, steps), every_layer)
+    width = sum(rnn.hidden_sizes) if every_layer else rnn.hidden_sizes[-1]
+    out = np.empty((x.shape[0], len(steps), width), np.float32)
     weights = pack_weights(rnn) if state.frozen is None else state.frozen
     if backend() == "native":  # rows in vector lanes (native.py)
         if state.frozen is None:
@@ -144,16 +146,18 @@ class ClassifierStream:
         return logits, after, position_after
 
 
-def pack_plan(rnn, plan) -> tuple:
+def pack_plan(rnn, plan, every_layer: bool = False) -> tuple:
     """A plan and the stack's shape as the flat arrays ``numba_kernels.stack_forward`` reads.
 
-    The result is (cell code, sizes [L, 4] = (F, H, R, n) per layer, gather,
-    readout). It depends only on the model and the plan, so the engine caches it.
+    The result is (cell code, sizes [L, 4] = (F, H, R, n) per layer, gather, readout [1, steps]: the top layer's
+    rows of the plan's steps, or ``every_layer`` [L, steps]: every layer's). It depends only on the model, the
+    plan and ``every_layer``, so the engine caches it.
     """
     sizes = np.array([(layer.input_size, layer.hidden_size, len(lp.residues), lp.length)
                       for layer, lp in zip(rnn.layers, plan.layers)], np.int64)
     gather = np.concatenate([np.asarray(lp.gather, np.int64) for lp in plan.layers])
-    return nk.CELL_CODES[rnn.cell], sizes, gather, np.asarray(plan.readout, np.int64)
+    readout = np.asarray(plan.layer_readouts if every_layer else [plan.readout], np.int64).reshape(-1, len(plan.readout))
+    return nk.CELL_CODES[rnn.cell], sizes, gather, readout
 
 
 def pack_weights(rnn) -> np.ndarray:

@@ -164,8 +164,8 @@ class DilatedRNN(nn.Module):
         steps = tuple(steps)
         dropping = self.training and self.dropout > 0
         fast = engine.runs(x, self.cell) and shift is None and not torch.is_grad_enabled() and not dropping
-        if fast and not every_layer:
-            return engine.stack_outputs(self, x, T, steps)
+        if fast:
+            return engine.stack_outputs(self, x, T, steps, every_layer)
         layers_plan, readouts = _plan_indices(T, self.dilations, steps, x.device)
         h, outputs = x, []
         for i, (layer, (gather, R, n, padded, residues, d)) in enumerate(zip(self.layers, layers_plan)):

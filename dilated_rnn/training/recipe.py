@@ -10,8 +10,10 @@ Every number below is a rule of the data's size, not a value tuned to a set:
 * a GRU of 64 units per layer (dilations by the usual rule: 1, 2, 4, ... up to half the longest sequence),
   reading every layer's last step (``readout="layers"``), Adam at 1e-3 with a cosine decay and gradients
   clipped at norm 1;
-* 30 validations over the run; ties at the best validation accuracy go to the lowest validation loss
-  (validation sets of a few sequences tie often).
+* every training sequence trains and the model is the last step's (``TrainConfig.val_fraction`` 0: the
+  schedule ends at a learning rate of zero); where the data gives a validation split, or ``--val-fraction``
+  asks for one, 30 validations over the run choose ``best.pt``, ties at the best accuracy going to the lowest
+  loss (validation sets of a few sequences tie often).
 
 ``tests/training/test_recipe.py`` checks the rules on sets of 16 to 500 sequences.
 """

@@ -75,11 +75,11 @@ def test_model_with_wrong_input_shape(folder, tmp_path, mnist):
         infer_folder(tmp_path / "junk.onnx", folder / "bins", tmp_path / "out")
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_torch_backend_of_one_length_skips_the_modules_and_gives_their_logits(cell, mnist, monkeypatch):
+@pytest.mark.parametrize("cell,readout", [("lstm", "last"), ("gru", "last"), ("gru", "layers")])
+def test_torch_backend_of_one_length_skips_the_modules_and_gives_their_logits(cell, readout, mnist, monkeypatch):
     """Sequences of one length go straight to the stack's kernel and the head's product (batch-1 latency);
     the logits are the classifier's, with an input transform (permutation and normalization) too; mixed
-    lengths take the module path."""
+    lengths take the module path. The top layer's readout and every layer's (the recipe's for your data)."""
     import torch
 
     from dilated_rnn import engine
@@ -90,7 +90,8 @@ def test_torch_backend_of_one_length_skips_the_modules_and_gives_their_logits(ce
 
     if not engine.fused():
         pytest.skip("the direct path needs the compiled kernels")
-    model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell, hidden_sizes=(6, 5), dilations=(1, 4))).eval()
+    model = DilatedRNNClassifier.from_config(ModelConfig(cell=cell, hidden_sizes=(6, 5), dilations=(1, 4),
+                                                         readout=readout)).eval()
     x = mnist["test"].x[:9, ::8]  # [9, 98, 1] real images, shortened
     transform = InputTransform(torch.randperm(98), torch.tensor([0.3]), torch.tensor([0.2]))
     modules = []

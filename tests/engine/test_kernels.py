@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dilated_rnn import engine
-from dilated_rnn.engine import recurrence
+from dilated_rnn.engine import native, recurrence
 from dilated_rnn.model import DilatedRNNClassifier, ModelConfig, init_cell_
 from dilated_rnn.model.cells import CELL_NAMES, CELLS
 from dilated_rnn.model.reference import reference_forward
@@ -144,20 +144,24 @@ def test_float64_and_disabled_use_the_module(monkeypatch):
 SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [2, 4, 8], [1, 1, 2], [3, 2, 5], [4])
 
 
-@pytest.mark.parametrize("cell,dilations,T", list(itertools.product(CELL_NAMES, SCHEDULES, (24, 25, 7))))
-def test_compiled_inference_matches_reference(cell, dilations, T):
-    """No-grad forward (the whole stack in one compiled call) vs the per-step loop from the equations."""
+@pytest.mark.parametrize("cell,dilations,T,readout",
+                         list(itertools.product(CELL_NAMES, SCHEDULES, (24, 25, 7), ("last", "layers"))))
+def test_compiled_inference_matches_reference(cell, dilations, T, readout):
+    """No-grad forward (the whole stack in one compiled call, on the native and the Numba kernels) vs the per-step
+    loop from the equations; the top layer's last d0 steps, or every layer's (concatenated bottom first)."""
     if T < dilations[0]:
         pytest.skip("sequence shorter than the readout")
-    model = DilatedRNNClassifier(2, [5, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3)
+    model = DilatedRNNClassifier(2, [5, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3, readout=readout)
     x = torch.randn(3, T, 2)
-    expected = model.head(reference_forward(model.rnn, x)[:, T - dilations[0]:].reshape(3, -1))
-    with torch.no_grad():
-        got = model(x)
-        with engine.use("torch"):
-            pure = model(x)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got, pure, rtol=1e-5, atol=1e-5)
+    h = reference_forward(model.rnn, x, every_layer=readout == "layers")[:, T - dilations[0]:]
+    expected = model.head(h.reshape(3, -1))
+    for backend in ("native", "numba") if native.available() else ("numba",):
+        with torch.no_grad(), engine.use(backend):
+            assert engine.runs(x, cell)
+            got = model(x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), engine.use("torch"):
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)

@@ -23,11 +23,13 @@ needs_lanes = pytest.mark.skipif(not native.available(), reason="no AVX2/FMA CPU
 SCHEDULES = ([1, 2, 4, 8], [1, 3, 9], [3, 2, 5], [4])
 
 
-def _native(model, x, threads=2, lanes=None):
-    """The top layer's outputs at the classifier's readout steps, by the native kernels."""
+def _native(model, x, threads=2, lanes=None, every_layer=False):
+    """The top layer's outputs (``every_layer``: every layer's) at the classifier's readout steps, by the native
+    kernels."""
     rnn, T = model.rnn, x.shape[1]
-    packed = stack.pack_plan(rnn, plan_outputs(T, rnn.dilations, range(T - rnn.dilations[0], T)))
-    out = np.full((len(x), len(packed[-1]), rnn.hidden_sizes[-1]), np.nan, np.float32)
+    packed = stack.pack_plan(rnn, plan_outputs(T, rnn.dilations, range(T - rnn.dilations[0], T)), every_layer)
+    width = sum(rnn.hidden_sizes) if every_layer else rnn.hidden_sizes[-1]
+    out = np.full((len(x), rnn.dilations[0], width), np.nan, np.float32)
     native.stack(x.numpy(), stack.pack_weights(rnn), *packed, out, threads=threads, lanes=lanes)
     return torch.from_numpy(out)
 
@@ -43,9 +45,12 @@ def test_native_kernels_match_reference(cell, dilations, T):
         model = DilatedRNNClassifier(F, [H, 4, 6, 3][: len(dilations)], dilations, cell, num_classes=3).double()
         x = torch.randn(B, T, F, dtype=torch.float64)
         with torch.no_grad():
-            expected = reference_forward(model.rnn, x)[:, T - dilations[0]:].float()
+            expected = reference_forward(model.rnn, x, every_layer=True)[:, T - dilations[0]:].float()
+        model = model.float()
         for lanes in (True, False):
-            got = _native(model.float(), x.float(), lanes=lanes)
+            got = _native(model, x.float(), lanes=lanes)
+            torch.testing.assert_close(got, expected[..., -model.rnn.hidden_sizes[-1]:], rtol=1e-5, atol=1e-5)
+            got = _native(model, x.float(), lanes=lanes, every_layer=True)  # every layer's, bottom first
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -141,10 +141,11 @@ static inline void step(int W, int cell, int F, int H, const float *in, float *h
  * buffer holds W values per entry. Arguments as drnn_stack's. */
 static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell,
                      int64_t L, const int64_t *sizes, const int64_t *gather, const int64_t *readout,
-                     int64_t n_readout, float *out, int64_t W, int64_t unit0, int64_t unit1) {
+                     int64_t n_readout, int64_t read_layers, float *out, int64_t W, int64_t unit0, int64_t unit1) {
     int G = gate_count(cell);
-    int64_t longest = T * F0, widest = 0, deepest = 0;
+    int64_t longest = T * F0, widest = 0, deepest = 0, width = 0, first_read = L - read_layers;
     for (int64_t l = 0; l < L; l++) {
+        if (l >= first_read) width += sizes[4 * l + 1];
         int64_t rows = sizes[4 * l + 1] * sizes[4 * l + 2] * sizes[4 * l + 3];
         if (rows > longest) longest = rows;
         if (G * sizes[4 * l + 1] > widest) widest = G * sizes[4 * l + 1];
@@ -160,7 +161,7 @@ static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const flo
         memset(below, 0, sizeof(float) * W * T * F0);
         for (int64_t q = 0; q < rows; q++)
             for (int64_t p = 0; p < T * F0; p++) below[p * W + q] = x[(first + q) * T * F0 + p];
-        int64_t rows_below = T, w_off = 0, g_off = 0;
+        int64_t rows_below = T, w_off = 0, g_off = 0, out_off = 0;
         float *lo = below, *hi = above;
         for (int64_t l = 0; l < L; l++) {
             int F = (int)sizes[4 * l], H = (int)sizes[4 * l + 1];
@@ -179,30 +180,36 @@ static int run_stack(const float *x, int64_t B, int64_t T, int64_t F0, const flo
                     memcpy(hi + p * H * W, h, sizeof(float) * W * H);
                 }
             }
+            if (l >= first_read) { /* this layer's outputs at the readout's steps, beside the layers read below */
+                const int64_t *rows_l = readout + (l - first_read) * n_readout;
+                for (int64_t q = 0; q < rows; q++)
+                    for (int64_t i = 0; i < n_readout; i++)
+                        for (int64_t j = 0; j < H; j++)
+                            out[((first + q) * n_readout + i) * width + out_off + j] = hi[(rows_l[i] * H + j) * W + q];
+                out_off += H;
+            }
             g_off += R * n;
             rows_below = R * n;
             float *t = lo; lo = hi; hi = t;
         }
-        int64_t H = sizes[4 * (L - 1) + 1];
-        for (int64_t q = 0; q < rows; q++)
-            for (int64_t i = 0; i < n_readout; i++)
-                for (int64_t j = 0; j < H; j++)
-                    out[((first + q) * n_readout + i) * H + j] = lo[(readout[i] * H + j) * W + q];
     }
     free(buf);
     return 0;
 }
 
-/* x [B, T, F0] through the stack; out [B, n_readout, H_top]. sizes [L, 4] = (F, H, R, n) per layer; gather:
- * the rows of the layer below each layer's steps read, chain by chain (a row >= the rows below is a padded
- * step: zero input); readout: the top layer's rows. lanes: tiles of LANES rows (the last one padded), else
- * one row at a time. Split over `threads` threads. Returns 0, or -1 if memory ran out. */
+/* x [B, T, F0] through the stack; out [B, n_readout, sum of H over the layers read]. sizes [L, 4] = (F, H, R, n)
+ * per layer; gather: the rows of the layer below each layer's steps read, chain by chain (a row >= the rows
+ * below is a padded step: zero input); readout [read_layers, n_readout]: the rows of the requested steps in
+ * each of the top read_layers layers (1: the top layer alone; L: every layer, concatenated bottom first).
+ * lanes: tiles of LANES rows (the last one padded), else one row at a time. Split over `threads` threads.
+ * Returns 0, or -1 if memory ran out. */
 int drnn_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *weights, int64_t cell, int64_t L,
-               const int64_t *sizes, const int64_t *gather, const int64_t *readout, int64_t n_readout, float *out,
-               int64_t lanes, int64_t threads) {
+               const int64_t *sizes, const int64_t *gather, const int64_t *readout, int64_t n_readout,
+               int64_t read_layers, float *out, int64_t lanes, int64_t threads) {
     int64_t W = lanes ? LANES : 1;
     OVER_PARTS((B + W - 1) / W, threads,
-               run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, out, W, first, end))
+               run_stack(x, B, T, F0, weights, cell, L, sizes, gather, readout, n_readout, read_layers, out, W,
+                         first, end))
 }
 
 /* Streaming (streaming.py; drnn_stream below): rows [row0, row1) of a chunk x [B, n, F0] from their shift
