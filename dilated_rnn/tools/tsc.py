@@ -177,7 +177,10 @@ def run_panel(names, out: Path, ucr_dir: Path | None = None, seeds=(1, 2, 3), me
             if method == "ours":
                 members = {r["seed"]: r for r in entry.get(ENSEMBLE, {}).get("member_runs", [])}
                 done = {r["seed"] for r in entry.get("ours", [])}
-                entry.setdefault("ours", []).extend(members[s] for s in seeds if s in members and s not in done)
+                taken = [members[s] for s in seeds if s in members and s not in done]
+                if taken:
+                    entry.setdefault("ours", []).extend(taken)
+                    _save(out, results)
                 done = {r["seed"] for r in entry.get("ours", [])}
                 for seed in (s for s in seeds if s not in done):
                     entry.setdefault("ours", []).append({"seed": seed, **run_ours(spec, seed, threads)})

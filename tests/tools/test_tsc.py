@@ -77,9 +77,14 @@ def test_a_panel_resumes_from_its_json(ucr_dir, tmp_path, monkeypatch):
     assert out.with_suffix(".md").read_text().startswith("| set | ours |")
 
 
-def test_the_ensembles_members_stand_for_the_single_runs_of_their_seeds(ucr_dir, tmp_path):
+def test_the_ensembles_members_stand_for_the_single_runs_of_their_seeds(ucr_dir, tmp_path, monkeypatch):
     """With no validation split drawn, member i of ``--ensemble 5 --seed S`` is the single run of seed S + i."""
     spec = tsc.resolve_set("Toy", ucr_dir)
     ensemble = tsc.run_ours(spec, 1, members=2)
     assert ensemble["members"] == 2 and [r["seed"] for r in ensemble["member_runs"]] == [1, 2]
     assert tsc.run_ours(spec, 2)["accuracy"] == ensemble["member_runs"][1]["accuracy"]
+    monkeypatch.setattr(tsc, "run_ours", lambda spec, seed, threads, members=1: {**ensemble, "accuracy": 0.75})
+    out = tmp_path / "panel.json"
+    tsc.run_panel(["Toy"], out, ucr_dir, seeds=(1, 2), methods=("ours", "ensemble"))
+    saved = json.loads(out.read_text())["results"]["Toy"]
+    assert [r["seed"] for r in saved["ours"]] == [1, 2] and saved["ensemble"]["accuracy"] == 0.75
