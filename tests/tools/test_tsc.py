@@ -57,6 +57,9 @@ def test_summary_counts_wins_ties_losses_and_ranks():
     assert s["mean_rank"]["ours"] == pytest.approx((2 + 1.5) / 2) and s["mean_rank"]["minirocket"] == 2
     assert "| a | 0.850 ± 0.050 | – | 0.800 | 0.900 |" in tsc.markdown(results)
     assert "ensemble_vs_dtw" not in s  # not every set has one
+    tie = {"ours": [{"accuracy": float(np.float32(17 / 20))}], "dtw": {"accuracy": 17 / 20},
+           "minirocket": {"accuracy": 0.9}}
+    assert tsc.summarize({"t": tie})["vs_dtw"]["ties"] == 1  # float32 against float64: the same count, a tie
     results["a"]["ensemble"], results["b"]["ensemble"] = {"accuracy": 0.95}, {"accuracy": 0.65}
     s = tsc.summarize(results)
     assert s["mean_accuracy"]["ensemble"] == pytest.approx(0.8) and s["mean_rank"]["ensemble"] == (1 + 3) / 2
