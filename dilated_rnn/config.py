@@ -150,6 +150,11 @@ class TrainConfig:
     val_limit: int | None = None
     test_limit: int | None = None
 
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """``augment``'s names, in the order applied."""
+        return tuple(filter(None, self.augment.split(",")))
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
             if getattr(self, name) < 1:
@@ -162,7 +167,7 @@ class TrainConfig:
         _one_of("select_ties", self.select_ties, ("earliest", "loss"))
         _one_of("layout", self.layout, LAYOUTS)
         _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)
-        for name in filter(None, self.augment.split(",")):
+        for name in self.augmentations:
             _one_of("augment", name, AUGMENTATIONS)
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise ParameterError("mixup", f"must be a non-negative alpha, got {self.mixup}")

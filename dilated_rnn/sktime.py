@@ -70,7 +70,6 @@ class DilatedRNNClassifier(BaseClassifier):
         super().__init__()
 
     def _fit(self, X, y):
-
         import torch
 
         from .data.datasets import default_dilations, from_sequences

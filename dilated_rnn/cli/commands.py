@@ -11,10 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import FORMATS, PRECISIONS, TrainConfig
+from ..config import FORMATS, PRECISIONS, ModelConfig, TrainConfig
 from ..errors import UserError
 from ..model.cells import CELL_NAMES
-from ..training.presets import DEFAULTS
 
 
 def _positive(flag: str, value):
@@ -48,11 +47,9 @@ def _configs(args):
 
     dataset = _load(args.data or TrainConfig.data, args, args.val_fraction, args.seed, args.normalize,
                     args.layout or "auto")
-    names = ("steps", "batch_size", "seed", "eval_every", "log_every", "eval_batch_size", "data", "val_fraction",
-             "normalize", "layout", "select_ties", "class_weight", "augment", "mixup", "hidden_sizes", "readout",
-             "train_limit", "val_limit", "test_limit", *DEFAULTS)
+    settings = {*TrainConfig.__dataclass_fields__, *ModelConfig.__dataclass_fields__}  # the flags named as them
     model, train = configs(dataset, args.dilations or default_dilations(dataset.train_max_length),
-                           {k: getattr(args, k) for k in names}, args.preset)
+                           {k: v for k, v in vars(args).items() if k in settings}, args.preset)
     return dataset, model, train
 
 

@@ -74,7 +74,8 @@ def slice_window(x, lengths, gen, ratio: float = 0.9):
     n = lengths.cpu().to(torch.float64)
     width = (n - 1) * ratio
     start = torch.rand(B, generator=gen, dtype=torch.float64) * (n - 1 - width)
-    source = start.unsqueeze(1) + torch.arange(T, dtype=torch.float64).unsqueeze(0) / (n - 1).clamp(min=1).unsqueeze(1) * width.unsqueeze(1)
+    along = torch.arange(T, dtype=torch.float64).unsqueeze(0) / (n - 1).clamp(min=1).unsqueeze(1)  # 0..1 over each row
+    source = start.unsqueeze(1) + along * width.unsqueeze(1)
     return _resample(x, lengths, source.to(x.device, torch.float32))
 
 

@@ -17,8 +17,8 @@
 Labels are integers or strings; the classes are the training labels in sorted order (numerically
 when every label is a number) and are stored with the model. Unless the data gives a validation
 split, a stratified ``val_fraction`` of the training set may be held out, drawn from ``seed`` (by default
-none: every training sequence trains). Model selection uses it alone; the test split is for the final report. Bad data ends in a one-line
-``UserError`` naming the file and what is wrong, before anything is written.
+none: every training sequence trains). Model selection uses it alone; the test split is for the final report.
+Bad data ends in a one-line ``UserError`` naming the file and what is wrong, before anything is written.
 """
 
 from __future__ import annotations

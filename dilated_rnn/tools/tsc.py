@@ -58,8 +58,7 @@ def run_ours(spec: str, seed: int, threads: int = 1, members: int = 1) -> dict:
     torch.set_num_threads(threads)
     start = time.perf_counter()
     dataset = load_dataset(spec, seed=seed)
-    model_config, cfg = configs(dataset, default_dilations(dataset.train_max_length),
-                                  {"seed": seed, "data": spec})
+    model_config, cfg = configs(dataset, default_dilations(dataset.train_max_length), {"seed": seed, "data": spec})
     with tempfile.TemporaryDirectory() as tmp:
         if members > 1:
             result = train_ensemble(Path(tmp) / "run", dataset, model_config, cfg, members, "cpu", False, quiet=True)

@@ -372,7 +372,7 @@ def _take_step(run: Run, net: nn.Module, optimizer, train_split, ctx, dev, weigh
     idx = shard(batch_indices(len(train_split), cfg.batch_size, step, cfg.seed), ctx)
     x, lengths = train_split.batch(idx)
     x, lengths = run.transform(x, lengths).to(dev), None if lengths is None else lengths.to(dev)
-    x = augment_batch(x, lengths, [a for a in cfg.augment.split(",") if a], cfg.seed, step)
+    x = augment_batch(x, lengths, cfg.augmentations, cfg.seed, step)
     mixup = mixup_pairs(len(idx), cfg.mixup, cfg.seed, step) if cfg.mixup > 0 else None
     sam = cfg.sam if step >= cfg.sam_start else 0.0
     loss = train_step(net, optimizer, x, train_split.labels[idx].to(dev), cfg.clip, cfg.label_smoothing, sam,
