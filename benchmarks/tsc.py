@@ -22,13 +22,15 @@ def main(argv=None) -> int:
     p.add_argument("--ucr-dir", type=Path, default=None, help="folder of NAME_TRAIN.tsv / NAME_TEST.tsv files")
     p.add_argument("--seeds", default="1,2,3", help="seeds of our runs, comma-separated")
     p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated: " + ", ".join(METHODS) + f", {ENSEMBLE} (ours, {ENSEMBLE_SIZE} members)")
+                   help="comma-separated: " + ", ".join(METHODS) + f", {ENSEMBLE} (ours, --members members)")
+    p.add_argument("--members", type=int, default=ENSEMBLE_SIZE,
+                   help=f"members of the ensemble (seeds --seeds' first and on; default {ENSEMBLE_SIZE})")
     p.add_argument("--threads", type=int, default=1, help="PyTorch threads of our runs")
     p.add_argument("-o", "--out", type=Path, required=True, help="the JSON to write (and resume from)")
     args = p.parse_args(argv)
     run_panel([s for s in args.sets.split(",") if s], args.out, args.ucr_dir,
               tuple(int(s) for s in args.seeds.split(",")), tuple(args.methods.split(",")), args.threads,
-              say=lambda line: print(line, flush=True))
+              say=lambda line: print(line, flush=True), members=args.members)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

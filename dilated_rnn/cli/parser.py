@@ -22,6 +22,7 @@ from ..config import (
 )
 from ..model.cells import CELL_NAMES
 from ..training.presets import DEFAULTS, PRESETS
+from ..training.recipe import AUGMENT
 from ..training.recipe import EPOCHS as RECIPE_EPOCHS
 from ..training.recipe import HIDDEN as RECIPE_HIDDEN
 from ..training.recipe import MAX_BATCH as RECIPE_MAX_BATCH
@@ -139,9 +140,9 @@ def _add_small_data_flags(t) -> None:
     t.add_argument("--val-fraction", type=float, default=c.val_fraction,
                    help="share of each class held out to choose best.pt where the data gives no validation split "
                         "(not MNIST) (default: 0, every training sequence trains and best.pt is the last step)")
-    t.add_argument("--augment", default="", metavar="NAMES",
+    t.add_argument("--augment", default=None, metavar="NAMES", type=lambda v: "" if v == "none" else v,
                    help="augment each training batch, comma-separated in order: " + ", ".join(AUGMENTATIONS)
-                        + " (default: none)")
+                        + "; none for none (default: a user's data: " + AUGMENT + "; MNIST: none)")
     t.add_argument("--mixup", type=float, default=0.0, help="alpha of mixup's Beta weight; 0: no mixup")
     t.add_argument("--ensemble", type=int, default=1,
                    help="train K members (seeds --seed ... --seed+K-1, one data split) into RUN_DIR/member-i and "

@@ -3,8 +3,8 @@
 For each data set (a bundled archive set ``ucr:NAME``, or ``NAME`` in a folder of the UCR 2018 archive's
 ``NAME_TRAIN.tsv`` / ``NAME_TEST.tsv``): ours, ``drnn train --data`` with no other flag (the recipe of
 ``training/recipe.py``: every training sequence trains, the last step is kept, the test split is read once per
-run) for each seed, and optionally (method ``ensemble``) an ensemble of five members (``drnn train --ensemble 5
---seed S``). Where no validation split is drawn, member i of that ensemble is the single run of seed S + i (the
+run) for each seed, and optionally (method ``ensemble``) an ensemble of K members (``drnn train --ensemble K
+--seed S``, five unless asked otherwise). Where no validation split is drawn, member i of that ensemble is the single run of seed S + i (the
 same data, config and seed), so the ensemble runs first and its members stand for those seeds' single runs. Then
 1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
 MiniRocket (sktime's ``RocketClassifier``, its MiniRocket transform and a ridge classifier). Each method's
@@ -30,7 +30,7 @@ from ..files import atomic_path, write_json
 
 METHODS = ("ours", "dtw", "minirocket")
 PEERS = METHODS[1:]
-ENSEMBLE = "ensemble"  # an optional method: ours as an ensemble of ENSEMBLE_SIZE members, one seed
+ENSEMBLE = "ensemble"  # an optional method: ours as an ensemble of members (ENSEMBLE_SIZE by default), one seed
 ENSEMBLE_SIZE = 5
 NAMES = {"ours": "ours", ENSEMBLE: "ensemble", "dtw": "DTW", "minirocket": "MiniRocket"}
 
@@ -142,7 +142,9 @@ def _mean(entry) -> float:
 
 def markdown(results: dict) -> str:
     """The table: accuracy per set and method (ours: mean ± std over seeds), seconds, then the summary."""
-    lines = [f"| set | ours | ours, {ENSEMBLE_SIZE}-member ensemble | DTW | MiniRocket | seconds: ours (per seed) / "
+    sizes = sorted({r[ENSEMBLE].get("members", ENSEMBLE_SIZE) for r in results.values() if ENSEMBLE in r})
+    sizes = sizes or [ENSEMBLE_SIZE]
+    lines = [f"| set | ours | ours, {'/'.join(map(str, sizes))}-member ensemble | DTW | MiniRocket | seconds: ours (per seed) / "
              "ensemble / DTW / MiniRocket |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
         ours = r.get("ours", [])
@@ -166,9 +168,9 @@ def markdown(results: dict) -> str:
 
 
 def run_panel(names, out: Path, ucr_dir: Path | None = None, seeds=(1, 2, 3), methods=METHODS, threads: int = 1,
-              say=lambda line: None) -> dict:
-    """Every method on every set, resumed from ``out`` (JSON) where it holds results already; ``out`` is
-    rewritten after each result, with ``out``'s ``.md`` twin (the table) beside it."""
+              say=lambda line: None, members: int = ENSEMBLE_SIZE) -> dict:
+    """Every method on every set (the ensemble of ``members``), resumed from ``out`` (JSON) where it holds results
+    already; ``out`` is rewritten after each result, with ``out``'s ``.md`` twin (the table) beside it."""
     out = Path(out)
     results = json.loads(out.read_text())["results"] if out.is_file() else {}
     for name in names:
@@ -188,9 +190,9 @@ def run_panel(names, out: Path, ucr_dir: Path | None = None, seeds=(1, 2, 3), me
                     _save(out, results)
                     say(f"{name} ours seed {seed}: {entry['ours'][-1]['accuracy']:.3f}")
             elif method == ENSEMBLE and method not in entry:
-                entry[method] = run_ours(spec, seeds[0], threads, ENSEMBLE_SIZE)
+                entry[method] = run_ours(spec, seeds[0], threads, members)
                 _save(out, results)
-                say(f"{name} ensemble of {ENSEMBLE_SIZE}: {entry[method]['accuracy']:.3f}")
+                say(f"{name} ensemble of {members}: {entry[method]['accuracy']:.3f}")
             elif method not in entry:
                 entry[method] = run_baseline(spec, method)
                 _save(out, results)

@@ -10,6 +10,7 @@ Every number below is a rule of the data's size, not a value tuned to a set:
 * a GRU of 64 units per layer (dilations by the usual rule: 1, 2, 4, ... up to half the longest sequence),
   reading every layer's last step (``readout="layers"``), Adam at 1e-3 with a cosine decay and gradients
   clipped at norm 1;
+* each training batch augmented by jitter, scaling and magnitude warping (``AUGMENT``, ``data/augment.py``);
 * every training sequence trains and the model is the last step's (``TrainConfig.val_fraction`` 0: the
   schedule ends at a learning rate of zero); where the data gives a validation split, or ``--val-fraction``
   asks for one, 30 validations over the run choose ``best.pt``, ties at the best accuracy going to the lowest
@@ -31,6 +32,7 @@ HIDDEN = 64
 MAX_BATCH = 32
 BATCHES_PER_EPOCH = 8
 VALIDATIONS = 30
+AUGMENT = "jitter,scale,magnitude-warp"
 SETTINGS = {"cell": "gru", "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "clip": 1.0}
 
 
@@ -41,8 +43,8 @@ def applies(dataset) -> bool:
 
 def derive(dataset, dilations, train_limit: int | None = None) -> dict:
     """The recipe's settings for ``dataset`` with ``dilations``: those of ``SETTINGS`` and ``batch_size``,
-    ``steps``, ``epochs`` (for the record), ``eval_every``, ``log_every``, ``select_ties``, ``hidden`` (units per
-    layer) and ``readout``."""
+    ``steps``, ``epochs`` (for the record), ``eval_every``, ``log_every``, ``select_ties``, ``augment``, ``hidden``
+    (units per layer) and ``readout``."""
     n = len(dataset.splits["train"].subset(train_limit))
     T, d0 = dataset.train_max_length, dilations[0]
     batch = max(1, min(MAX_BATCH, n // BATCHES_PER_EPOCH))
@@ -51,7 +53,7 @@ def derive(dataset, dilations, train_limit: int | None = None) -> dict:
     steps = math.ceil(epochs * n / batch)
     every = max(1, steps // VALIDATIONS)
     return {**SETTINGS, "batch_size": batch, "steps": steps, "epochs": round(epochs, 1), "eval_every": every,
-            "log_every": every, "select_ties": "loss", "hidden": HIDDEN, "readout": "layers"}
+            "log_every": every, "select_ties": "loss", "augment": AUGMENT, "hidden": HIDDEN, "readout": "layers"}
 
 
 def configs(dataset, dilations, given: dict | None = None, preset: str | None = None):

@@ -235,7 +235,8 @@ def describe(dataset: Dataset, model: ModelConfig, cfg: TrainConfig) -> list[str
         f"recipe    {cfg.recipe}: {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size}, {cfg.steps} "
         f"steps (~{epochs:.1f} epochs), normalize {cfg.normalize} "
         f"({'sequence' if dataset.transform.per_sequence else 'channel' if dataset.transform.mean is not None else 'none'}"
-        f"), class weight {cfg.class_weight}, seed {cfg.seed}",
+        f"), augment {cfg.augment or 'none'}{f', mixup {cfg.mixup:g}' if cfg.mixup else ''}, class weight "
+        f"{cfg.class_weight}, seed {cfg.seed}",
     ]
 
 

@@ -9,6 +9,7 @@ import pytest
 from dilated_rnn.cli import main
 from dilated_rnn.data.datasets import default_dilations, load_dataset
 from dilated_rnn.training.recipe import (
+    AUGMENT,
     CELL_STEP_BUDGET,
     EPOCHS,
     MAX_BATCH,
@@ -44,8 +45,10 @@ def test_no_flag_on_sixteen_sequences_trains_a_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "recipe    data: adam lr 0.001 (cosine), batch 2," in out and "readout layers" in out
     assert "16 train, 0 validation (none drawn: best.pt is the last step)" in out  # every sequence trains
+    assert f"augment {AUGMENT}," in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["recipe"] == "data" and config["train"]["batch_size"] == 2
+    assert config["train"]["augment"] == AUGMENT
     assert config["train"]["steps"] == EPOCHS * 16 // 2 and config["model"]["hidden_sizes"] == [64, 64, 64]
     assert json.loads((tmp_path / "run" / "test.json").read_text())["test"]["accuracy"] >= 0.75  # separable
 
@@ -53,10 +56,11 @@ def test_no_flag_on_sixteen_sequences_trains_a_model(tmp_path, capsys):
 def test_explicit_flags_and_presets_win_and_mnist_keeps_the_reference(tmp_path, capsys, mnist_dir):
     data = _npz(tmp_path / "d.npz", 40)
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "run"), "--steps", "3", "--batch-size", "4",
-                 "--cell", "lstm", "--hidden-sizes", "5", "--readout", "last", "--lr", "0.01"]) == 0
+                 "--cell", "lstm", "--hidden-sizes", "5", "--readout", "last", "--lr", "0.01", "--augment", "none"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["train"]["steps"], config["train"]["batch_size"], config["train"]["lr"]) == (3, 4, 0.01)
     assert config["train"]["eval_every"] == 1  # validated over the steps asked for, not the recipe's
+    assert config["train"]["augment"] == ""  # --augment none
     assert config["model"]["cell"] == "lstm" and config["model"]["readout"] == "last"
     assert config["train"]["optimizer"] == "adam" and config["train"]["recipe"] == "data"  # the rest: the data's
     assert main(["train", "--data", data, "--preset", "gru-mnist", "--run-dir", str(tmp_path / "p"), "--steps", "2",
@@ -66,8 +70,8 @@ def test_explicit_flags_and_presets_win_and_mnist_keeps_the_reference(tmp_path, 
     from dilated_rnn.cli.parser import build_parser
 
     _, model, cfg = _configs(build_parser().parse_args(["train", "--data-dir", str(mnist_dir)]))
-    assert (cfg.recipe, cfg.optimizer, cfg.batch_size, model.cell, model.readout) == (
-        "reference", "rmsprop", 128, "lstm", "last")
+    assert (cfg.recipe, cfg.optimizer, cfg.batch_size, cfg.augment, model.cell, model.readout) == (
+        "reference", "rmsprop", 128, "", "lstm", "last")
 
 
 def test_the_budget_bounds_a_long_set_and_normalization_follows_the_scales(tmp_path):
