@@ -31,6 +31,8 @@ def test_the_same_seed_gives_the_same_model_and_no_validation_keeps_the_last_ste
     X, y = load_unit_test(split="train", return_X_y=True)
     a = DilatedRNNClassifier(hidden_size=4, steps=10, random_state=3).fit(X, y).predict_proba(X)
     b = DilatedRNNClassifier(hidden_size=4, steps=10, random_state=3).fit(X, y).predict_proba(X)
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, b)  # the recipe's augmentation too is a function of the seed
+    plain = DilatedRNNClassifier(hidden_size=4, steps=10, augment="", random_state=3).fit(X, y).predict_proba(X)
+    assert not np.allclose(a, plain)  # augment="" trains on the batches as they are
     every = DilatedRNNClassifier(hidden_size=4, steps=10, val_fraction=0, random_state=3).fit(X, y)
     assert every.predict_proba(X).shape == (len(y), 2)
