@@ -178,9 +178,9 @@ def run_panel(names, out: Path, ucr_dir: Path | None = None, seeds=(1, 2, 3), me
         entry = results.setdefault(name, {"spec": spec})
         for method in sorted(methods, key=lambda m: m != ENSEMBLE):  # the ensemble first: its members are singles
             if method == "ours":
-                members = {r["seed"]: r for r in entry.get(ENSEMBLE, {}).get("member_runs", [])}
+                runs = {r["seed"]: r for r in entry.get(ENSEMBLE, {}).get("member_runs", [])}
                 done = {r["seed"] for r in entry.get("ours", [])}
-                taken = [members[s] for s in seeds if s in members and s not in done]
+                taken = [runs[s] for s in seeds if s in runs and s not in done]
                 if taken:
                     entry.setdefault("ours", []).extend(taken)
                     _save(out, results)

@@ -86,8 +86,16 @@ def test_the_ensembles_members_stand_for_the_single_runs_of_their_seeds(ucr_dir,
     ensemble = tsc.run_ours(spec, 1, members=2)
     assert ensemble["members"] == 2 and [r["seed"] for r in ensemble["member_runs"]] == [1, 2]
     assert tsc.run_ours(spec, 2)["accuracy"] == ensemble["member_runs"][1]["accuracy"]
-    monkeypatch.setattr(tsc, "run_ours", lambda spec, seed, threads, members=1: {**ensemble, "accuracy": 0.75})
+    for name in ("Toy", "Twin"):  # two sets: each set's ensemble of the members asked for
+        for split in ("TRAIN", "TEST"):
+            (ucr_dir / f"{name}_{split}.tsv").write_bytes((ucr_dir / f"Toy_{split}.tsv").read_bytes())
+    asked = []
+    monkeypatch.setattr(tsc, "run_ours", lambda spec, seed, threads, members=1: asked.append(members) or {
+        **ensemble, "accuracy": 0.75})
     out = tmp_path / "panel.json"
-    tsc.run_panel(["Toy"], out, ucr_dir, seeds=(1, 2), methods=("ours", "ensemble"))
-    saved = json.loads(out.read_text())["results"]["Toy"]
-    assert [r["seed"] for r in saved["ours"]] == [1, 2] and saved["ensemble"]["accuracy"] == 0.75
+    tsc.run_panel(["Toy", "Twin"], out, ucr_dir, seeds=(1, 2), methods=("ours", "ensemble"), members=2)
+    saved = json.loads(out.read_text())["results"]
+    assert asked == [2, 2]  # the singles came from the members: no run of their own
+    for name in ("Toy", "Twin"):
+        assert [r["seed"] for r in saved[name]["ours"]] == [1, 2] and saved[name]["ensemble"]["accuracy"] == 0.75
+    assert "2-member ensemble" in out.with_suffix(".md").read_text()
