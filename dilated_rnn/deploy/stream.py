@@ -46,9 +46,9 @@ class Streamer:
 
     The weights are packed once, when it is made, so each call pays only for the steps (a model changed
     afterwards is not seen: make a new one). This is what ``drnn stream`` and deployment run. On the
-    engine's compiled backends, with a readout of one step (d0 = 1), a call is one compiled call from the
-    normalized samples to the logits and the new state (``engine.ClassifierStream``), which is what keeps one
-    sample's latency small; otherwise it is the model's ``stream``.
+    engine's compiled backends, with a readout of one step (d0 = 1: the top's or every layer's), a call is one
+    compiled call from the normalized samples to the logits and the new state (``engine.ClassifierStream``),
+    which is what keeps one sample's latency small; otherwise it is the model's ``stream``.
     """
 
     def __init__(self, trained: TrainedModel):
@@ -66,7 +66,7 @@ class Streamer:
         self.weights = engine.pack_weights(clf.rnn) if engine.fused() else None
         head = clf.head.weight
         self.compiled = None  # the whole call on the compiled backend, where it runs
-        if (self.weights is not None and clf.readout_steps == 1 and clf.config.readout in ("last", "every")
+        if (self.weights is not None and clf.readout_steps == 1 and clf.config.readout in ("last", "every", "layers")
                 and head.dtype == torch.float32
                 and head.device.type == "cpu"):
             self.compiled = engine.ClassifierStream(clf)

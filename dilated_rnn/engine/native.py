@@ -103,7 +103,7 @@ def _load():
                     lib = ctypes.CDLL(str(path))
                     p, i = ctypes.c_void_p, ctypes.c_int64
                     lib.drnn_stack.argtypes = [p, i, i, i, p, i, i, p, p, p, i, i, p, i, i]
-                    lib.drnn_stream.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i]
+                    lib.drnn_stream.argtypes = [p, i, i, i, p, i, i, p, p, p, i, p, p, p, i, p, p, p, i, i]
                     lib.drnn_recurrence_forward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, i]
                     lib.drnn_recurrence_backward.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, i]
                     for fn in (lib.drnn_stack, lib.drnn_stream, lib.drnn_recurrence_forward,
@@ -163,15 +163,15 @@ class StackKernel:
 
 
 def stream(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, registers: np.ndarray,
-           threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+           threads: int = 1, every_layer: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``numba_kernels.stream_forward``'s job: a chunk x [B, n, F] (float32) from the shift registers [B, M] ->
-    (top outputs [B, n, H_top], the registers after the chunk, a new array); rows split over ``threads``.
-    ``sizes`` [L, 3] = (F, H, d) per layer, int64."""
+    (top outputs [B, n, H_top], or ``every_layer``'s [B, n, sum of H], bottom first; the registers after the chunk,
+    a new array); rows split over ``threads``. ``sizes`` [L, 3] = (F, H, d) per layer, int64."""
     x, registers = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(registers, np.float32)
     B, n, F = x.shape
-    out = np.empty((B, n, int(sizes[-1, 1])), np.float32)
+    out = np.empty((B, n, int(sizes[:, 1].sum() if every_layer else sizes[-1, 1])), np.float32)
     after = np.empty_like(registers)
-    kernel = StreamKernel(weights, cell, sizes)
+    kernel = StreamKernel(weights, cell, sizes, every_layer=every_layer)
     if registers.shape != (B, kernel.state_size):
         raise ValueError(f"registers of shape {list(registers.shape)}; expected [{B}, {kernel.state_size}]")
     kernel.run(x.ctypes.data, B, n, F, registers.ctypes.data, after.ctypes.data, out=out.ctypes.data, threads=threads)
@@ -179,29 +179,32 @@ def stream(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, reg
 
 
 class StreamKernel:
-    """The streaming kernel bound to one frozen stack (and optionally a linear head on its top output).
+    """The streaming kernel bound to one frozen stack (and optionally a linear head on what it reads at each step:
+    the top output, or ``every_layer``'s outputs concatenated bottom first).
 
     The fixed arrays' addresses are taken once, so a call costs little more than the kernel itself (what
     one sample's latency needs). ``run`` takes the addresses of C-contiguous buffers the caller owns and
     has checked: x [B, n, F] float32, registers and ``after`` [B, M] float32; optional ``out`` [B, n,
-    H_top] for the top outputs, ``logits`` [B, n, K] (needs the head), ``position`` and ``position_after``
-    [B] int64 (``position_after = position + n``).
+    H_top or sum of H] for what is read, ``logits`` [B, n, K] (needs the head), ``position`` and
+    ``position_after`` [B] int64 (``position_after = position + n``).
     """
 
     def __init__(self, weights: np.ndarray, cell: int, sizes: np.ndarray, head_weight: np.ndarray | None = None,
-                 head_bias: np.ndarray | None = None):
+                 head_bias: np.ndarray | None = None, every_layer: bool = False):
         lib = _loaded()
         weights, sizes = np.ascontiguousarray(weights, np.float32), np.ascontiguousarray(sizes, np.int64)
         self.arrays = [weights, sizes]  # kept alive: the kernel reads them through their addresses
         self.state_size = int(sum(d * h * (2 if cell == 1 else 1) for _, h, d in sizes))
         self._fn = lib.drnn_stream
         self._stack = (weights.ctypes.data, cell, len(sizes), sizes.ctypes.data)
+        self.every_layer = int(every_layer)
+        read = int(sizes[:, 1].sum() if every_layer else sizes[-1, 1])
         self._head, self.outputs = (None, None, 0), 0  # outputs: the head's K
         if head_weight is not None:
             head_weight, head_bias = (np.ascontiguousarray(a, np.float32) for a in (head_weight, head_bias))
-            if head_weight.shape[1] != sizes[-1, 1] or head_bias.shape != head_weight.shape[:1]:
-                raise ValueError(f"a head of shape {list(head_weight.shape)} does not fit a top layer of "
-                                 f"{sizes[-1, 1]} units")
+            if head_weight.shape[1] != read or head_bias.shape != head_weight.shape[:1]:
+                raise ValueError(f"a head of shape {list(head_weight.shape)} does not fit the {read} outputs read "
+                                 "at each step")
             self.arrays += [head_weight, head_bias]
             self._head, self.outputs = (head_weight.ctypes.data, head_bias.ctypes.data, len(head_bias)), len(head_bias)
 
@@ -214,7 +217,7 @@ class StreamKernel:
             raise ValueError("position and position_after go together")
         head = self._head if logits is not None else (None, None, 0)
         _check(self._fn(x, B, n, F, *self._stack, registers, after, self.state_size, out, *head, logits, position,
-                        position_after, threads))
+                        position_after, self.every_layer, threads))
 
 
 AUX = {0: 1, 1: 6, 2: 5}  # values per unit and step the training recurrences keep, by cell code (recurrence.c)

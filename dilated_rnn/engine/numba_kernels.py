@@ -301,7 +301,7 @@ def stack_forward(x, weights, cell, sizes, gather, readout, out):
 
 # ---- streaming: every layer, one step at a time, on shift registers (stack.stream_arrays)
 @njit(cache=True, parallel=True, fastmath=_FLAGS, error_model="numpy")
-def stream_forward(x, weights, cell, sizes, state, out):
+def stream_forward(x, weights, cell, sizes, state, out, read_layers=False):
     B, n, _ = x.shape
     L = sizes.shape[0]
     G = 1 if cell == 0 else (4 if cell == 1 else 3)
@@ -318,7 +318,7 @@ def stream_forward(x, weights, cell, sizes, state, out):
         # the state of step k - d (entry j starts as the state d - j steps before the chunk).
         for k in range(n):
             below = x[b, k]
-            w_off, s_off = 0, 0
+            w_off, s_off, r_off = 0, 0, 0
             for l in range(L):
                 F, H, d = sizes[l, 0], sizes[l, 1], sizes[l, 2]
                 GH = G * H
@@ -331,8 +331,13 @@ def stream_forward(x, weights, cell, sizes, state, out):
                 _cell_update(cell, gi, gh, h, c)
                 below = h
                 s_off += d * pair * H
-            for j in range(below.shape[0]):
-                out[b, k, j] = below[j]
+                if read_layers:  # every layer's output, bottom first
+                    for j in range(H):
+                        out[b, k, r_off + j] = h[j]
+                    r_off += H
+            if not read_layers:
+                for j in range(below.shape[0]):
+                    out[b, k, j] = below[j]
         # Back to shift-register order, oldest first: entry j is ring entry (n + j) mod d, a rotation
         # of the register by m = n mod d entries: two block copies.
         s_off = 0

@@ -86,15 +86,18 @@ def stack_arrays(rnn, x: np.ndarray, T: int, steps: tuple[int, ...], every_layer
     return out
 
 
-def stream_registers(rnn, x: torch.Tensor, registers: torch.Tensor, weights: np.ndarray | None = None):
+def stream_registers(rnn, x: torch.Tensor, registers: torch.Tensor, weights: np.ndarray | None = None,
+                     every_layer: bool = False):
     """Streaming: the stack over a chunk x [B, n, F] from its shift registers [B, M] (``model/streaming.py``).
 
-    Returns the top-layer outputs [B, n, H_top] and the registers after the chunk, as new tensors.
-    ``weights``: ``pack_weights(rnn)`` made earlier by a caller that streams a fixed model; None packs
-    the current weights. No autograd: callers use it under ``torch.no_grad`` / ``inference_mode``.
+    Returns the top-layer outputs [B, n, H_top] (``every_layer``: every layer's, concatenated bottom first
+    [B, n, sum of H]) and the registers after the chunk, as new tensors. ``weights``: ``pack_weights(rnn)`` made
+    earlier by a caller that streams a fixed model; None packs the current weights. No autograd: callers use it
+    under ``torch.no_grad`` / ``inference_mode``.
     """
     packed = pack_weights(rnn) if weights is None else weights
-    out, state = stream_arrays(x.detach().numpy(), packed, rnn.cell, stream_sizes(rnn), registers.detach().numpy())
+    out, state = stream_arrays(x.detach().numpy(), packed, rnn.cell, stream_sizes(rnn), registers.detach().numpy(),
+                               every_layer)
     return torch.from_numpy(out), torch.from_numpy(state)
 
 
@@ -104,32 +107,38 @@ def stream_sizes(rnn) -> np.ndarray:
                     np.int64)
 
 
-def stream_arrays(x: np.ndarray, weights: np.ndarray, cell: str, sizes: np.ndarray, registers: np.ndarray):
-    """``stream_registers`` on NumPy arrays (float32): (top outputs [B, n, H_top], new registers [B, M])."""
+def stream_arrays(x: np.ndarray, weights: np.ndarray, cell: str, sizes: np.ndarray, registers: np.ndarray,
+                  every_layer: bool = False):
+    """``stream_registers`` on NumPy arrays (float32): (outputs [B, n, H_top or sum of H], new registers [B, M])."""
     if backend() == "native":  # rows one at a time, vectors across units (native.py)
-        return native.stream(x, weights, nk.CELL_CODES[cell], sizes, registers, threads=torch.get_num_threads())
+        return native.stream(x, weights, nk.CELL_CODES[cell], sizes, registers, threads=torch.get_num_threads(),
+                             every_layer=every_layer)
     nk.use_torch_threads()
     state = np.array(registers, dtype=np.float32, order="C")  # a copy: the caller's state is left as it was
-    out = np.empty((x.shape[0], x.shape[1], sizes[-1, 1]), np.float32)
-    nk.stream_forward(np.ascontiguousarray(x, dtype=np.float32), weights, nk.CELL_CODES[cell], sizes, state, out)
+    out = np.empty((x.shape[0], x.shape[1], sizes[:, 1].sum() if every_layer else sizes[-1, 1]), np.float32)
+    nk.stream_forward(np.ascontiguousarray(x, dtype=np.float32), weights, nk.CELL_CODES[cell], sizes, state, out,
+                      every_layer)
     return out, state
 
 
 class ClassifierStream:
-    """A classifier whose readout is its last top output (d0 = 1), frozen for streaming on the compiled backends:
-    normalized samples [B, n, F] float32 (NumPy) and the state's arrays in, logits [B, n, K] and the new
-    registers out. The weights are packed once; with the native kernels a chunk is one call from the samples to
-    the logits (``native.StreamKernel``, with the head), else Numba's stack then the head's product."""
+    """A classifier whose readout is its last step (d0 = 1): its top output, or every layer's (``layers``), frozen
+    for streaming on the compiled backends: normalized samples [B, n, F] float32 (NumPy) and the state's arrays in,
+    logits [B, n, K] and the new registers out. The weights are packed once; with the native kernels a chunk is one
+    call from the samples to the logits (``native.StreamKernel``, with the head), else Numba's stack then the
+    head's product."""
 
     def __init__(self, clf):
         rnn = clf.rnn
         self.cell = rnn.cell
+        self.every_layer = clf.every_layer
         self.weights = pack_weights(rnn)
         self.sizes = stream_sizes(rnn)
         head_w = clf.head.weight.detach().numpy().astype(np.float32)
         self.head_t = np.ascontiguousarray(head_w.T)
         self.head_b = clf.head.bias.detach().numpy().astype(np.float32)
-        self.kernel = (native.StreamKernel(self.weights, nk.CELL_CODES[self.cell], self.sizes, head_w, self.head_b)
+        self.kernel = (native.StreamKernel(self.weights, nk.CELL_CODES[self.cell], self.sizes, head_w, self.head_b,
+                                           self.every_layer)
                        if backend() == "native" else None)
 
     def __call__(self, x: torch.Tensor, buffer: torch.Tensor, position: torch.Tensor):
@@ -137,7 +146,8 @@ class ClassifierStream:
         buffer after, position after)."""
         B, n, F = x.shape
         if self.kernel is None:
-            out, registers = stream_arrays(x.numpy(), self.weights, self.cell, self.sizes, buffer.numpy())
+            out, registers = stream_arrays(x.numpy(), self.weights, self.cell, self.sizes, buffer.numpy(),
+                                           self.every_layer)
             return torch.from_numpy(out @ self.head_t + self.head_b), torch.from_numpy(registers), position + n
         after, position_after = torch.empty_like(buffer), torch.empty_like(position)
         logits = torch.empty(B, n, self.kernel.outputs)

@@ -138,17 +138,17 @@ def stream_stack(rnn, x: torch.Tensor, state: StreamState | None, weights=None):
     return _advance(rnn, x, check_state(state, layout, x), layout, weights)
 
 
-def _advance(rnn, x: torch.Tensor, state: StreamState, layout: Layout, weights):
-    """The stack over a chunk: top outputs [B, n, H_top] and the new state, whose history (if the layout
-    keeps one) holds the last ``layout.history`` top outputs."""
+def _advance(rnn, x: torch.Tensor, state: StreamState, layout: Layout, weights, every_layer: bool = False):
+    """The stack over a chunk: top outputs [B, n, H_top] (``every_layer``: every layer's, bottom first) and the new
+    state, whose history (if the layout keeps one) holds the last ``layout.history`` top outputs."""
     end = layout.offsets[-1]
     registers = state.buffer if layout.size == end else state.buffer[:, :end]
     if engine.runs(x, rnn.cell) and not torch.is_grad_enabled():
-        out, registers = engine.stream_registers(rnn, x, registers, weights)
+        out, registers = engine.stream_registers(rnn, x, registers, weights, every_layer)
     else:
         outs = []
         for k in range(x.shape[1]):
-            h, registers = step_layers(rnn.layers, rnn.cell, layout, x[:, k], registers)
+            h, registers = step_layers(rnn.layers, rnn.cell, layout, x[:, k], registers, every_layer)
             outs.append(h)
         out = torch.stack(outs, dim=1)
     buffer = registers
@@ -187,13 +187,7 @@ def stream_classifier(clf, x: torch.Tensor, state: StreamState | None, weights=N
     d0 = clf.readout_steps
     layout = classifier_layout(clf)
     state = check_state(state, layout, x)
-    if clf.every_layer:  # every layer's output at each step: PyTorch's step, one sample at a time
-        registers, outs = state.buffer, []
-        for k in range(x.shape[1]):
-            h, registers = step_layers(clf.rnn.layers, clf.rnn.cell, layout, x[:, k], registers, every_layer=True)
-            outs.append(h)
-        return clf.head(torch.stack(outs, dim=1)), StreamState(registers, state.position + x.shape[1])
-    out, new_state = _advance(clf.rnn, x, state, layout, weights)
+    out, new_state = _advance(clf.rnn, x, state, layout, weights, clf.every_layer)  # every_layer: d0 is 1
     if d0 == 1:
         return clf.head(out), new_state
     B, n, H = out.shape

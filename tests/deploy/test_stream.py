@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 
+from dilated_rnn import engine
 from dilated_rnn.cli import main
 from dilated_rnn.data.transform import InputTransform
 from dilated_rnn.deploy.export import export_step_onnx
@@ -113,15 +114,26 @@ def test_drnn_stream_refuses_what_it_cannot_run(tmp_path, mnist_dir, capsys, shi
     assert not (tmp_path / "s.npz").exists()
 
 
-def test_step_graph_of_every_layer_readout(tmp_path):
-    """readout="layers" (d0 = 1): the step graph concatenates every layer's output at each step."""
-    model = DilatedRNNClassifier(2, [5, 4], [1, 3], "lstm", num_classes=3, readout="layers").eval()
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_layer_readout_streams_compiled_and_as_a_step_graph(tmp_path, cell):
+    """readout="layers" (d0 = 1): every layer's output at each step, concatenated, on the compiled stream (native
+    and Numba, in chunks and batches) and in the step graph, equal to the prefix's logits."""
+    model = DilatedRNNClassifier(2, [5, 11], [1, 3], cell, num_classes=3, readout="layers").eval()
     sequences = [np.random.default_rng(i).normal(size=(n, 2)).astype(np.float32) for i, n in enumerate((7, 12))]
+    expected = [_prefix_logits(model, InputTransform(), seq) for seq in sequences]
+    for backend in ("native", "numba"):
+        with engine.use(backend):
+            stream = TorchStream(TrainedModel(model))
+            assert stream.streamer.compiled is not None  # one compiled call per chunk, the head included
+            for batch, chunk in ((1, 1), (2, 5)):
+                got, _ = stream_sequences(stream, sequences, batch_size=batch, chunk=chunk)
+                for logits, want in zip(got, expected):
+                    np.testing.assert_allclose(logits, want, rtol=0, atol=1e-5)
     report = export_step_onnx(TrainedModel(model), tmp_path / "step.onnx", sequences)
     assert report["parity"]["passed"]
     got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
-    for seq, logits in zip(sequences, got):
-        np.testing.assert_allclose(logits, _prefix_logits(model, InputTransform(), seq), rtol=0, atol=1e-5)
+    for logits, want in zip(got, expected):
+        np.testing.assert_allclose(logits, want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("readout", ["mean", "max"])

@@ -69,15 +69,17 @@ def test_native_at_paper_scale_on_real_images_any_thread_count(cell, mnist):
 
 
 @needs_lanes
+@pytest.mark.parametrize("every_layer", [False, True])
 @pytest.mark.parametrize("cell,dilations", list(itertools.product(CELL_NAMES, SCHEDULES + ([2, 7, 3],))))
-def test_native_stream_matches_reference_and_numba_in_any_chunks(cell, dilations):
+def test_native_stream_matches_reference_and_numba_in_any_chunks(cell, dilations, every_layer):
     """Chunks shorter than, equal to and longer than a dilation (the registers' ring and its rotation), one
-    row and several, widths over 8 (a masked tail), one and two threads; the caller's registers untouched."""
+    row and several, widths over 8 (a masked tail), one and two threads; the caller's registers untouched;
+    the top layer's outputs or every layer's (``readout layers``)."""
     T = 29
     rnn = DilatedRNN(2, [19, 4, 6, 3][: len(dilations)], dilations, cell).double()
     x = torch.randn(5, T, 2, dtype=torch.float64)
     with torch.no_grad():
-        expected = reference_forward(rnn, x).float()
+        expected = reference_forward(rnn, x, every_layer).float()
     rnn, x = rnn.float(), x.float()
     weights, sizes = stack.pack_weights(rnn), stack.stream_sizes(rnn)
     for rows, chunks, threads in ((5, (1,) * T, 1), (5, (3, 9, 1, 16), 2), (1, (4, 25), 1), (2, (T,), 2)):
@@ -86,10 +88,10 @@ def test_native_stream_matches_reference_and_numba_in_any_chunks(cell, dilations
         for n in chunks:
             before = state.copy()
             out, state = native.stream(x[:rows, k : k + n].numpy(), weights, nk.CELL_CODES[cell], sizes,
-                                       state, threads=threads)
+                                       state, threads=threads, every_layer=every_layer)
             with engine.use("numba"):
                 numba_out, numba_state = stack.stream_arrays(x[:rows, k : k + n].numpy(), weights, cell, sizes,
-                                                             numba_state)
+                                                             numba_state, every_layer)
             np.testing.assert_allclose(out, numba_out, rtol=0, atol=2e-6)
             np.testing.assert_allclose(state, numba_state, rtol=0, atol=2e-6)
             assert not np.shares_memory(before, state)

@@ -213,10 +213,11 @@ int drnn_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *we
 }
 
 /* Streaming (streaming.py; drnn_stream below): rows [row0, row1) of a chunk x [B, n, F0] from their shift
- * registers `in` [B, M] to `next` [B, M] (a different buffer). sizes [L, 3] = (F, H, d) per layer. Writes,
- * each if its pointer is not NULL: the top layer's output at each step, out [B, n, H_top]; a linear head's logits
- * at each step, logits [B, n, K] = head_b + head_w [K, H_top] applied to the top output; each row's
- * position, pos_next = pos + n.
+ * registers `in` [B, M] to `next` [B, M] (a different buffer). sizes [L, 3] = (F, H, d) per layer. What is
+ * read at each step: the top layer's output [H_top], or with `read_layers` every layer's, concatenated bottom first
+ * [R = sum of H]. Writes, each if its pointer is not NULL: what is read, out [B, n, R]; a linear head's logits
+ * at each step, logits [B, n, K] = head_b + head_w [K, R] applied to it; each row's position,
+ * pos_next = pos + n.
  *
  * A layer's register holds its last d states, oldest first (an LSTM's entry: h then c). Step k of the
  * chunk reads the state of step k - d, and its new state lands in `next` at slot (k + r) mod d,
@@ -226,15 +227,17 @@ int drnn_stack(const float *x, int64_t B, int64_t T, int64_t F0, const float *we
 static int stream_rows(const float *x, int64_t n, int64_t F0, const float *weights, int64_t cell, int64_t L,
                        const int64_t *sizes, const float *in, float *next, int64_t M, float *out, const float *head_w,
                        const float *head_b, int64_t K, float *logits, const int64_t *pos, int64_t *pos_next,
-                       int64_t row0, int64_t row1) {
+                       int64_t read_layers, int64_t row0, int64_t row1) {
     int G = gate_count(cell), pair = cell == 1 ? 2 : 1;
-    int64_t widest = 0;
-    for (int64_t l = 0; l < L; l++)
+    int64_t widest = 0, R = 0;
+    for (int64_t l = 0; l < L; l++) {
         if (G * sizes[3 * l + 1] > widest) widest = G * sizes[3 * l + 1];
-    float *buf = aligned_alloc(32, sizeof(float) * (2 * widest + 8) + 32);
+        R += sizes[3 * l + 1];
+    }
+    if (!read_layers) R = sizes[3 * (L - 1) + 1];
+    float *buf = aligned_alloc(32, sizeof(float) * (2 * widest + R + 8) + 32);
     if (!buf) return -1;
-    float *gi = buf, *gh = gi + widest;
-    int64_t H_top = sizes[3 * (L - 1) + 1];
+    float *gi = buf, *gh = gi + widest, *layers = gh + widest; /* every layer's output at this step */
     for (int64_t b = row0; b < row1; b++) {
         const float *old = in + b * M;
         float *reg = next + b * M;
@@ -246,7 +249,7 @@ static int stream_rows(const float *x, int64_t n, int64_t F0, const float *weigh
         }
         for (int64_t k = 0; k < n; k++) {
             const float *below = x + (b * n + k) * F0;
-            int64_t w_off = 0;
+            int64_t w_off = 0, r_off = 0;
             s_off = 0;
             for (int64_t l = 0; l < L; l++) {
                 int F = (int)sizes[3 * l], H = (int)sizes[3 * l + 1];
@@ -258,13 +261,16 @@ static int stream_rows(const float *x, int64_t n, int64_t F0, const float *weigh
                 float *h = reg + s_off + ((k + r) % d) * S;
                 if (k < d) memcpy(h, old + s_off + k * S, sizeof(float) * S); /* the state of step k - d */
                 step(1, (int)cell, F, H, below, h, h + H, w_ih, b_ih, b_hh, gi, gh);
+                if (read_layers) memcpy(layers + r_off, h, sizeof(float) * H);
+                r_off += H;
                 below = h;
                 s_off += d * S;
             }
-            if (out) memcpy(out + (b * n + k) * H_top, below, sizeof(float) * H_top);
+            const float *read = read_layers ? layers : below;
+            if (out) memcpy(out + (b * n + k) * R, read, sizeof(float) * R);
             for (int64_t j = 0; j < K; j++) {
                 float sum = head_b[j];
-                for (int64_t i = 0; i < H_top; i++) sum += head_w[j * H_top + i] * below[i];
+                for (int64_t i = 0; i < R; i++) sum += head_w[j * R + i] * read[i];
                 logits[(b * n + k) * K + j] = sum;
             }
         }
@@ -278,7 +284,7 @@ static int stream_rows(const float *x, int64_t n, int64_t F0, const float *weigh
 int drnn_stream(const float *x, int64_t B, int64_t n, int64_t F0, const float *weights, int64_t cell, int64_t L,
                 const int64_t *sizes, const float *in, float *next, int64_t M, float *out, const float *head_w,
                 const float *head_b, int64_t K, float *logits, const int64_t *pos, int64_t *pos_next,
-                int64_t threads) {
+                int64_t read_layers, int64_t threads) {
     OVER_PARTS(B, threads, stream_rows(x, n, F0, weights, cell, L, sizes, in, next, M, out, head_w, head_b, K,
-                                       logits, pos, pos_next, first, end))
+                                       logits, pos, pos_next, read_layers, first, end))
 }
