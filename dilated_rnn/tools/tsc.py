@@ -4,9 +4,9 @@ For each data set (a bundled archive set ``ucr:NAME``, or ``NAME`` in a folder o
 ``NAME_TRAIN.tsv`` / ``NAME_TEST.tsv``): ours, ``drnn train --data`` with no other flag (the recipe of
 ``training/recipe.py``: every training sequence trains, the last step is kept, the test split is read once per
 run) for each seed, and optionally (method ``ensemble``) an ensemble of K members (``drnn train --ensemble K
---seed S``, five unless asked otherwise). Where no validation split is drawn, member i of that ensemble is the single run of seed S + i (the
-same data, config and seed), so the ensemble runs first and its members stand for those seeds' single runs. Then
-1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
+--seed S``, five unless asked otherwise). Where no validation split is drawn, member i of that ensemble is the
+single run of seed S + i (the same data, config and seed), so the ensemble runs first and its members stand for
+those seeds' single runs. Then 1-NN DTW with a full window (sktime's ``KNeighborsTimeSeriesClassifier``); and
 MiniRocket (sktime's ``RocketClassifier``, its MiniRocket transform and a ridge classifier). Each method's
 test accuracy and wall time per set; then, over the sets, means, mean ranks, and ours' wins, ties and losses
 against each baseline. Results are kept in a JSON file as they come, so an interrupted panel resumes.
@@ -144,8 +144,8 @@ def markdown(results: dict) -> str:
     """The table: accuracy per set and method (ours: mean ± std over seeds), seconds, then the summary."""
     sizes = sorted({r[ENSEMBLE].get("members", ENSEMBLE_SIZE) for r in results.values() if ENSEMBLE in r})
     sizes = sizes or [ENSEMBLE_SIZE]
-    lines = [f"| set | ours | ours, {'/'.join(map(str, sizes))}-member ensemble | DTW | MiniRocket | seconds: ours (per seed) / "
-             "ensemble / DTW / MiniRocket |", "|---|---|---|---|---|---|"]
+    lines = [f"| set | ours | ours, {'/'.join(map(str, sizes))}-member ensemble | DTW | MiniRocket | seconds: ours "
+             "(per seed) / ensemble / DTW / MiniRocket |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
         ours = r.get("ours", [])
         acc = [x["accuracy"] for x in ours]

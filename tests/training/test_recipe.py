@@ -56,7 +56,8 @@ def test_no_flag_on_sixteen_sequences_trains_a_model(tmp_path, capsys):
 def test_explicit_flags_and_presets_win_and_mnist_keeps_the_reference(tmp_path, capsys, mnist_dir):
     data = _npz(tmp_path / "d.npz", 40)
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "run"), "--steps", "3", "--batch-size", "4",
-                 "--cell", "lstm", "--hidden-sizes", "5", "--readout", "last", "--lr", "0.01", "--augment", "none"]) == 0
+                 "--cell", "lstm", "--hidden-sizes", "5", "--readout", "last", "--lr", "0.01",
+                 "--augment", "none"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["train"]["steps"], config["train"]["batch_size"], config["train"]["lr"]) == (3, 4, 0.01)
     assert config["train"]["eval_every"] == 1  # validated over the steps asked for, not the recipe's
