@@ -169,9 +169,9 @@ def stream(x: np.ndarray, weights: np.ndarray, cell: int, sizes: np.ndarray, reg
     a new array); rows split over ``threads``. ``sizes`` [L, 3] = (F, H, d) per layer, int64."""
     x, registers = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(registers, np.float32)
     B, n, F = x.shape
-    out = np.empty((B, n, int(sizes[:, 1].sum() if every_layer else sizes[-1, 1])), np.float32)
-    after = np.empty_like(registers)
     kernel = StreamKernel(weights, cell, sizes, every_layer=every_layer)
+    out = np.empty((B, n, kernel.width), np.float32)
+    after = np.empty_like(registers)
     if registers.shape != (B, kernel.state_size):
         raise ValueError(f"registers of shape {list(registers.shape)}; expected [{B}, {kernel.state_size}]")
     kernel.run(x.ctypes.data, B, n, F, registers.ctypes.data, after.ctypes.data, out=out.ctypes.data, threads=threads)
@@ -198,13 +198,13 @@ class StreamKernel:
         self._fn = lib.drnn_stream
         self._stack = (weights.ctypes.data, cell, len(sizes), sizes.ctypes.data)
         self.every_layer = int(every_layer)
-        read = int(sizes[:, 1].sum() if every_layer else sizes[-1, 1])
+        self.width = int(sizes[:, 1].sum() if every_layer else sizes[-1, 1])  # values read at each step
         self._head, self.outputs = (None, None, 0), 0  # outputs: the head's K
         if head_weight is not None:
             head_weight, head_bias = (np.ascontiguousarray(a, np.float32) for a in (head_weight, head_bias))
-            if head_weight.shape[1] != read or head_bias.shape != head_weight.shape[:1]:
-                raise ValueError(f"a head of shape {list(head_weight.shape)} does not fit the {read} outputs read "
-                                 "at each step")
+            if head_weight.shape[1] != self.width or head_bias.shape != head_weight.shape[:1]:
+                raise ValueError(f"a head of shape {list(head_weight.shape)} does not fit the {self.width} outputs "
+                                 "read at each step")
             self.arrays += [head_weight, head_bias]
             self._head, self.outputs = (head_weight.ctypes.data, head_bias.ctypes.data, len(head_bias)), len(head_bias)
 
