@@ -21,6 +21,7 @@ POOLED = ("mean", "max")
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("none", "channel", "sequence")  # of inputs (data/transform.py)
+DIFFERENCES = ("auto", "on", "off")  # whether the model reads first differences beside the values
 PRECISIONS = ("fp32", "fp16", "int8")  # of exported graphs (export.py)
 LAYOUTS = ("auto", "ntc", "nct")  # of a file's [N, ., .] arrays (data/readers.py)
 CLASS_WEIGHTS = ("none", "balanced")  # of the training loss
@@ -129,6 +130,9 @@ class TrainConfig:
     # How inputs are standardised (data/transform.py): "auto" is "none" for MNIST (pixels stay in [0, 1]) and
     # "channel" for other data; "sequence" standardises each sequence by its own statistics.
     normalize: str = "auto"
+    # Whether the model reads each channel's first differences beside its values (data/transform.py): "auto" is
+    # "on" for a user's sequences and "off" for MNIST and the copy task.
+    differences: str = "auto"
     layout: str = "auto"  # how a file's arrays are read (data/readers.py): auto, ntc, or nct (sktime's [N, C, T])
     # "balanced": each class's training loss weighted by N / (K * its count), so rare classes count as much
     class_weight: str = "none"
@@ -164,6 +168,7 @@ class TrainConfig:
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("normalize", self.normalize, ("auto", *NORMALIZATIONS))
+        _one_of("differences", self.differences, DIFFERENCES)
         _one_of("select_ties", self.select_ties, ("earliest", "loss"))
         _one_of("layout", self.layout, LAYOUTS)
         _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)

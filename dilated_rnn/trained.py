@@ -83,6 +83,11 @@ class TrainedModel:
         return self.model.config
 
     @property
+    def features(self) -> int:
+        """The raw input's channels (the model's input has twice as many where the transform appends differences)."""
+        return self.transform.raw_features(self.config.input_size)
+
+    @property
     def classes(self) -> tuple[str, ...]:
         """Class names, in the order of the logits (class indices when the data did not record them)."""
         if self.data and self.data.get("classes"):
@@ -104,7 +109,7 @@ class TrainedModel:
     def check_inputs(self, sequences, source: str = "the data") -> None:
         """Refuse sequences that do not fit the model, in one line that says both sides: their channels, and
         their lengths where the model takes one length (a permuted model) or reads more steps than they have."""
-        F, d0 = self.config.input_size, self.config.dilations[0]
+        F, d0 = self.features, self.config.dilations[0]
         if self.config.readout == "every":
             raise UserError(f"{source}: this model labels every step (its stream gives those labels); predict gives "
                             "one class per sequence")
@@ -120,9 +125,8 @@ class TrainedModel:
 
     def check_dataset(self, dataset) -> None:
         """Refuse a ``Dataset`` whose channels or classes are not the model's, saying both."""
-        if dataset.num_features != self.config.input_size:
-            raise UserError(f"{dataset.spec}: {dataset.num_features} channel(s); the model takes "
-                            f"{self.config.input_size}")
+        if dataset.num_features != self.features:
+            raise UserError(f"{dataset.spec}: {dataset.num_features} channel(s); the model takes {self.features}")
         if tuple(dataset.classes) != self.classes:
             shown = lambda names: ", ".join(list(names)[:6]) + (", ..." if len(names) > 6 else "")  # noqa: E731
             raise UserError(f"{dataset.spec}: classes {shown(dataset.classes)} ({len(dataset.classes)}); the model "
@@ -277,5 +281,6 @@ def load_pretrained(name: str, directory: Path = WEIGHTS_DIR) -> TrainedModel:
         model.load_state_dict(load(verify_in_manifest(weights)), strict=True)
     except (SafetensorError, RuntimeError) as e:  # verified bytes that still do not fit: a wrong card
         raise UserError(f"{weights}: weights do not match its card ({str(e).splitlines()[0][:200]})") from None
-    return TrainedModel(model.eval(), InputTransform.from_parts(card["permutation"], card.get("normalization")),
+    transform = InputTransform.from_parts(card["permutation"], card.get("normalization"), card.get("differences", False))
+    return TrainedModel(model.eval(), transform,
                         card.get("data") or legacy_info(), card)

@@ -46,7 +46,7 @@ def _configs(args):
     from ..training.recipe import configs
 
     dataset = _load(args.data or TrainConfig.data, args, args.val_fraction, args.seed, args.normalize,
-                    args.layout or "auto")
+                    args.layout or "auto", args.differences)
     settings = {*TrainConfig.__dataclass_fields__, *ModelConfig.__dataclass_fields__}  # the flags named as them
     model, train = configs(dataset, args.dilations or default_dilations(dataset.train_max_length),
                            {k: v for k, v in vars(args).items() if k in settings}, args.preset)
@@ -69,11 +69,11 @@ def _train_ensemble(args, run_dir, dataset, model_config, cfg) -> int:
 
 
 def _load(spec: str, args, val_fraction: float = TrainConfig.val_fraction, seed: int = TrainConfig.seed,
-          normalize: str = "auto", layout: str | None = None):
+          normalize: str = "auto", layout: str | None = None, differences: str = "auto"):
     from ..data.datasets import load_dataset
 
     layout = getattr(args, "layout", None) or layout or "auto"
-    return load_dataset(spec, getattr(args, "data_dir", None), val_fraction, seed, normalize, layout)
+    return load_dataset(spec, getattr(args, "data_dir", None), val_fraction, seed, normalize, layout, differences)
 
 
 def _model_data(args, data: dict):
@@ -102,7 +102,8 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         run_dir, model_config, cfg = args.resume, None, None
         stored = stored_train_config(run_dir)
-        dataset = _load(stored.data, args, stored.val_fraction, stored.seed, stored.normalize, stored.layout)
+        dataset = _load(stored.data, args, stored.val_fraction, stored.seed, stored.normalize, stored.layout,
+                        stored.differences)
     else:
         dataset, model_config, cfg = _configs(args)
         run_dir = args.run_dir or Path("runs") / (args.preset or model_config.cell + ("-permuted" if cfg.permute else ""))

@@ -10,6 +10,7 @@ from ..config import (
     AUGMENTATIONS,
     CLASS_WEIGHTS,
     DEFAULT_OPSET,
+    DIFFERENCES,
     FORMATS,
     INITS,
     LAYOUTS,
@@ -190,6 +191,9 @@ def _add_train(sub) -> None:
                    help="input standardisation: none, channel (per-channel statistics of the training split), sequence "
                         "(each sequence by its own) or auto (none for MNIST; sequence for one channel whose scale "
                         "varies tenfold across sequences; else channel)")
+    t.add_argument("--differences", choices=DIFFERENCES, default=c.differences,
+                   help="whether the model reads each channel's first differences beside its values (auto: on for "
+                        "your data, off for MNIST and the copy task)")
     t.add_argument("--eval-every", type=int, default=None,
                    help=f"validate every N steps (default: {c.eval_every} for MNIST; 30 times a run on your data)")
     t.add_argument("--log-every", type=int, default=None,

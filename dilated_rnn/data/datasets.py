@@ -49,14 +49,18 @@ def default_dilations(max_length: int) -> tuple[int, ...]:
 
 
 def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = TrainConfig.val_fraction,
-                 seed: int = 0, normalize: str = "auto", layout: str = "auto") -> Dataset:
+                 seed: int = 0, normalize: str = "auto", layout: str = "auto", differences: str = "auto") -> Dataset:
     """The dataset ``spec`` names (module doc), with its validation split and fitted normalization.
 
     ``normalize`` (``transform.fit_normalization``): "auto" is "none" for MNIST, else ``transform.auto_normalization``
     (each sequence by its own statistics for one channel whose scale varies widely, per channel otherwise).
+    ``differences`` (``config.DIFFERENCES``): whether the model reads each channel's first differences beside
+    its values; "auto" is "on" for a user's sequences, "off" for MNIST and the copy task.
     ``layout`` (``.npz`` arrays only, ``readers.py``): ``auto``, ``ntc`` or ``nct``. A file's spec is kept
     resolved (an absolute path), so that the run finds it again from any directory.
     """
+    if differences == "on" and (spec == "mnist" or spec.startswith(copy_task.PREFIX)):
+        raise ParameterError("differences", "must be auto or off for MNIST and the copy task")
     if spec == "mnist":
         if normalize not in ("auto", "none"):
             raise ParameterError("normalize", "must be auto or none for MNIST, whose pixels stay in [0, 1]")
@@ -72,17 +76,17 @@ def load_dataset(spec: str = "mnist", data_dir=None, val_fraction: float = Train
     else:
         raise UserError(f"{spec}: unknown dataset; expected mnist, PATH.npz, PATH_TRAIN.ts, PATH_TRAIN.tsv, "
                         "ucr:NAME or copy:T")
-    dataset = _assemble(spec, raw, val_fraction, seed, normalize)
+    dataset = _assemble(spec, raw, val_fraction, seed, normalize, differences)
     return dataset if layout == "auto" else dataclasses.replace(dataset, layout=layout)
 
 
 def from_sequences(sequences, labels, val_fraction: float = TrainConfig.val_fraction, seed: int = 0,
-                   normalize: str = "auto", spec: str = "arrays") -> Dataset:
+                   normalize: str = "auto", spec: str = "arrays", differences: str = "auto") -> Dataset:
     """A ``Dataset`` of in-memory sequences ([T_i, F] arrays) and their labels, checked as files are, with a
     stratified validation split drawn from ``seed``; the test split is the validation split, or without one the
     training split (there is no other: callers that have test data evaluate it themselves)."""
     dataset = _assemble(spec, {"source": spec, "splits": {"train": (list(sequences), np.asarray(labels))}},
-                        val_fraction, seed, normalize)
+                        val_fraction, seed, normalize, differences)
     test = dataset.splits["val"] if len(dataset.splits["val"]) else dataset.splits["train"]
     return dataclasses.replace(dataset, splits={**dataset.splits, "test": test})
 
@@ -113,7 +117,7 @@ def _copy_dataset(spec: str, seed: int) -> Dataset:
 
 # --- checks, classes, validation split, padding, normalization ---
 
-def _assemble(spec: str, raw: dict, val_fraction: float, seed: int, normalize: str) -> Dataset:
+def _assemble(spec: str, raw: dict, val_fraction: float, seed: int, normalize: str, differences: str) -> Dataset:
     source, splits = raw["source"], raw["splits"]
     features = {s.shape[1] for seqs, _ in splits.values() for s in seqs}
     if len(features) != 1:
@@ -142,7 +146,8 @@ def _assemble(spec: str, raw: dict, val_fraction: float, seed: int, normalize: s
         how = "none drawn: best.pt is the last step"
     padded = {name: _pad(seqs, y, features.copy().pop()) for name, (seqs, y) in labelled.items()}
     train = padded["train"]
-    return Dataset(spec, padded, features.pop(), classes, fit_normalization(train.x, train.lengths, normalize),
+    transform = fit_normalization(train.x, train.lengths, normalize, differences != "off")
+    return Dataset(spec, padded, features.pop(), classes, transform,
                    how if drawn else "given", val_fraction if drawn else None, seed if drawn else None)
 
 

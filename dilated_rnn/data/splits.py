@@ -80,6 +80,11 @@ class Dataset:
         return len(self.classes)
 
     @property
+    def model_features(self) -> int:
+        """The model's input channels: ``num_features``, doubled where the transform appends differences."""
+        return self.transform.model_features(self.num_features)
+
+    @property
     def max_length(self) -> int:
         """The longest sequence of any split: what a deployed graph must accept."""
         return max(n for s in self.splits.values() for n in s.length_set())

@@ -2,7 +2,8 @@
 
 Raw inputs are what a deployed model takes: MNIST pixels in [0, 1] in natural
 order, or a user's values as recorded. ``InputTransform`` reorders the steps
-(permuted MNIST) and standardises the values: ``channel`` with per-channel
+(permuted MNIST), appends each channel's first differences as channels of their own
+(``differences``: x[t] - x[t-1], 0 at the first step) and standardises the values: ``channel`` with per-channel
 statistics fitted on the training split, or ``sequence``, each sequence by its
 own per-channel mean and standard deviation over its real steps (the UCR
 archive's convention, for data whose scale varies from sequence to sequence).
@@ -25,11 +26,19 @@ class InputTransform:
     mean: torch.Tensor | None = None  # [F] float32, per channel, over the real steps of the training split
     std: torch.Tensor | None = None  # [F] float32, likewise (never 0: constant channels keep std 1)
     per_sequence: bool = False  # standardise each sequence by its own statistics instead
+    differences: bool = False  # F raw channels in, 2F out: the values, then their first differences
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw [N, T, F] (sequence n real for its first ``lengths[n]`` steps) -> the model's input [N, T, F]."""
+        """Raw [N, T, F] (sequence n real for its first ``lengths[n]`` steps) -> the model's input [N, T, F]
+        ([N, T, 2F] with ``differences``)."""
         if self.permutation is not None:
             x = x.index_select(1, self.permutation.to(x.device))
+        if self.differences:
+            x = with_differences(x)
+        return self.standardise(x, lengths)
+
+    def standardise(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The normalization alone, of inputs that already have the model's channels."""
         if self.per_sequence:
             x = _standardise_each(x, lengths)
         elif self.mean is not None:
@@ -39,7 +48,15 @@ class InputTransform:
     @property
     def identity(self) -> bool:
         """Whether it leaves every input as it is."""
-        return self.permutation is None and self.mean is None and not self.per_sequence
+        return self.permutation is None and self.mean is None and not self.per_sequence and not self.differences
+
+    def model_features(self, raw: int) -> int:
+        """The model's input channels for ``raw`` channels of raw input."""
+        return 2 * raw if self.differences else raw
+
+    def raw_features(self, model: int) -> int:
+        """The raw channels a model of ``model`` input channels takes."""
+        return model // 2 if self.differences else model
 
     @property
     def streamable(self) -> bool:
@@ -58,18 +75,29 @@ class InputTransform:
         norm = self.normalization
         as_list = lambda v: v.tolist() if isinstance(v, torch.Tensor) else v
         return {"permutation": as_list(self.permutation),
-                "normalization": None if norm is None else {k: as_list(v) for k, v in norm.items()}}
+                "normalization": None if norm is None else {k: as_list(v) for k, v in norm.items()},
+                "differences": self.differences}
 
     @classmethod
-    def from_parts(cls, permutation=None, normalization: dict | None = None) -> "InputTransform":
-        """From a stored permutation (tensor or list) and normalization (as ``normalization`` gives it)."""
+    def from_parts(cls, permutation=None, normalization: dict | None = None,
+                   differences: bool = False) -> "InputTransform":
+        """From a stored permutation (tensor or list), normalization (as ``normalization`` gives it) and
+        ``differences``."""
         perm = None if permutation is None else torch.as_tensor(permutation, dtype=torch.long)
         if normalization is None:
-            return cls(perm)
+            return cls(perm, differences=bool(differences))
         if normalization.get("per_sequence"):
-            return cls(perm, per_sequence=True)
+            return cls(perm, per_sequence=True, differences=bool(differences))
         mean, std = (torch.as_tensor(normalization[k], dtype=torch.float32) for k in ("mean", "std"))
-        return cls(perm, mean, std)
+        return cls(perm, mean, std, differences=bool(differences))
+
+
+def with_differences(x: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, T, F] -> [N, T, 2F]: the values, then x[t] - x[t-1] (``previous`` [N, F] is x[-1]; None: the first
+    step's difference is 0). Past a sequence's length the differences read padding, as the values do: the
+    model never reads them."""
+    before = x[:, :1] if previous is None else previous.unsqueeze(1).to(x.dtype)
+    return torch.cat([x, x - torch.cat([before, x[:, :-1]], dim=1)], dim=2)
 
 
 def _standardise_each(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -105,20 +133,23 @@ def auto_normalization(x: torch.Tensor, lengths: torch.Tensor) -> str:
     return "sequence" if high > SCALE_SPREAD * max(low, _TINY) else "channel"
 
 
-def fit_normalization(x: torch.Tensor, lengths: torch.Tensor, kind: str = "channel") -> InputTransform:
-    """The ``kind`` of normalization (``config.NORMALIZATIONS``, or ``auto``: ``auto_normalization``) of padded
-    sequences [N, T, F] with ``lengths`` [N].
+def fit_normalization(x: torch.Tensor, lengths: torch.Tensor, kind: str = "channel",
+                      differences: bool = False) -> InputTransform:
+    """The ``kind`` of normalization (``config.NORMALIZATIONS``, or ``auto``: ``auto_normalization`` of the raw
+    values) of padded sequences [N, T, F] with ``lengths`` [N], of their 2F channels with ``differences``.
 
     ``channel``: per-channel mean and std over the real steps of the given (training) sequences.
     """
     if kind == "auto":
         kind = auto_normalization(x, lengths)
     if kind == "none":
-        return InputTransform()
+        return InputTransform(differences=differences)
     if kind == "sequence":
-        return InputTransform(per_sequence=True)
+        return InputTransform(per_sequence=True, differences=differences)
+    if differences:
+        x = with_differences(x)
     mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # [N, T]
     values = x[mask].double()  # [sum of lengths, F]
     mean, std = values.mean(0), values.std(0, correction=0)
     std = torch.where(std > _TINY, std, torch.ones_like(std))
-    return InputTransform(None, mean.float(), std.float())
+    return InputTransform(None, mean.float(), std.float(), differences=differences)

@@ -60,7 +60,7 @@ OPENVINO_PRECISIONS = ("fp32", "fp16")
 
 
 def _export_fp32(deploy: RawInputClassifier, path: Path, opset: int, input_name: str, output_name: str, length: int):
-    F = deploy.model.config.input_size
+    F = deploy.transform.raw_features(deploy.model.config.input_size)
     example = (torch.zeros(2, length, F),) + ((torch.full((2,), length),) if deploy.full else ())
     names = [input_name] + (["lengths"] if deploy.full else [])
     with warnings.catch_warnings():  # the TorchScript exporter warns about batch_first RNNs and its own future
@@ -110,7 +110,8 @@ def _add_metadata(path: Path, precision: str, trained: TrainedModel, streaming: 
     transform = trained.transform
     meta = {"precision": precision, "model_config": json.dumps(trained.config.to_dict()),
             "permuted": str(transform.permutation is not None).lower(),
-            "normalized": str(transform.mean is not None).lower(), "producer": "dilated-rnn",
+            "normalized": str(transform.mean is not None).lower(),
+            "differences": str(transform.differences).lower(), "producer": "dilated-rnn",
             "streaming": str(streaming).lower()}
     if trained.data is not None:
         meta["classes"] = json.dumps(trained.data["classes"])
@@ -287,12 +288,12 @@ def export_step_onnx(trained: TrainedModel, path, check_inputs, opset: int = DEF
 
     sequences = _as_sequences(check_inputs)
     trained = trained.to("cpu")
-    model = trained.model.eval()
+    trained.model.eval()
     try:
         step = StepGraph(trained).eval()
     except ValueError as e:
         raise ParameterError("streaming", f"cannot be used with this model: {e}") from None
-    F, M = model.config.input_size, step.state_size
+    F, M = trained.features, step.state_size
     example = (torch.zeros(2, F), torch.zeros(2, M), torch.zeros(2, dtype=torch.int64))
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:

@@ -162,7 +162,7 @@ class TorchBackend:
         for member in members:
             engine.freeze(member.rnn)
         self.module = trained.module().eval()
-        self.features = model.config.input_size
+        self.features = trained.features
         self.length = trained.fixed_length  # sequences of other lengths are refused
         self.max_length = None
         # Sequences of one length skip PyTorch's modules, whose per-call cost is a third of a batch-1 call:

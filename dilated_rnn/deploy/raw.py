@@ -22,11 +22,11 @@ class RawInputClassifier(nn.Module):
         self.full = full
         for name in ("permutation", "mean", "std"):  # buffers: they follow .to() and .double()
             self.register_buffer(name, getattr(transform, name))
-        self.per_sequence = transform.per_sequence
+        self.per_sequence, self.differences = transform.per_sequence, transform.differences
 
     @property
     def transform(self) -> InputTransform:
-        return InputTransform(self.permutation, self.mean, self.std, self.per_sequence)
+        return InputTransform(self.permutation, self.mean, self.std, self.per_sequence, self.differences)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.transform(x, lengths)

@@ -12,6 +12,7 @@ one call per sample).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .. import engine
+from ..data.transform import with_differences
 from ..errors import ParameterError, UserError
 from ..files import atomic_path, write_json
 from ..model.ensemble import mean_probabilities
@@ -56,6 +58,10 @@ class Streamer:
         clf = trained.model
         self.clf = clf.eval()
         self.transform = trained.transform
+        self.raw = self.inner = None  # differences: the raw channels, kept after the inner streamer's state
+        if trained.transform.differences:
+            self.inner, self.raw = Streamer(_without_differences(trained)), trained.features
+            return
         self.parts = None  # an ensemble's: one streamer per member, their states side by side in the buffer
         if hasattr(clf, "members"):
             self.parts = [Streamer(TrainedModel(m, trained.transform, trained.data)) for m in clf.members]
@@ -72,6 +78,9 @@ class Streamer:
             self.compiled = engine.ClassifierStream(clf)
 
     def initial_state(self, batch: int) -> StreamState:
+        if self.inner is not None:
+            state = self.inner.initial_state(batch)
+            return StreamState(torch.cat([state.buffer, state.buffer.new_zeros(batch, self.raw)], 1), state.position)
         if self.parts is not None:
             states = [part.initial_state(batch) for part in self.parts]
             return StreamState(torch.cat([s.buffer for s in states], dim=1), states[0].position)
@@ -79,6 +88,8 @@ class Streamer:
 
     def __call__(self, x: torch.Tensor, state: StreamState | None = None):
         """Raw samples [B, n, F] -> logits [B, n, K] and the new state."""
+        if self.inner is not None:
+            return self._differencing_step(x, state)
         if self.parts is not None:
             return self._ensemble_step(x, state)
         if self.compiled is not None and x.dtype == torch.float32 and x.is_cpu:
@@ -103,6 +114,23 @@ class Streamer:
         return logits, StreamState(torch.cat([s.buffer for _, s in outputs], dim=1), outputs[0][1].position)
 
 
+    def _differencing_step(self, x: torch.Tensor, state: StreamState | None):
+        """The samples and their differences from the previous raw sample (kept at the end of the buffer; at a
+        row's position 0 there is none, and the difference is 0) through the inner streamer."""
+        if x.dim() != 3 or x.shape[2] != self.raw:
+            raise ValueError(f"expected a chunk [B, n, {self.raw}] of raw samples, got shape {list(x.shape)}")
+        state = state if state is not None else self.initial_state(x.shape[0])
+        buffer, previous = state.buffer[:, : -self.raw], state.buffer[:, -self.raw :]
+        previous = torch.where((state.position == 0).unsqueeze(1), x[:, 0].to(previous.dtype), previous)
+        logits, inner = self.inner(with_differences(x, previous), StreamState(buffer, state.position))
+        return logits, StreamState(torch.cat([inner.buffer, x[:, -1].to(inner.buffer.dtype)], 1), inner.position)
+
+
+def _without_differences(trained: TrainedModel) -> TrainedModel:
+    """The same model taking [x, differences of x] as its raw input (the normalization of those 2F channels)."""
+    return TrainedModel(trained.model, dataclasses.replace(trained.transform, differences=False), trained.data)
+
+
 def _check_streamable(transform) -> None:
     if not transform.streamable:
         raise ValueError("a permuted or per-sequence-normalized model needs the whole sequence before its first "
@@ -117,6 +145,11 @@ class StepGraph(nn.Module):
     def __init__(self, trained: TrainedModel):
         super().__init__()
         _check_streamable(trained.transform)
+        self.inner = None  # differences: the inner step takes [x, differences]; the raw sample is kept after its state
+        if trained.transform.differences:
+            self.inner, self.raw = StepGraph(_without_differences(trained)), trained.features
+            self.state_size = self.inner.state_size + self.raw
+            return
         if hasattr(trained.model, "members"):
             self.parts = nn.ModuleList(StepGraph(TrainedModel(m, trained.transform, trained.data))
                                        for m in trained.model.members)
@@ -133,6 +166,11 @@ class StepGraph(nn.Module):
         self.register_buffer("std", transform.std)
 
     def forward(self, sample: torch.Tensor, buffer: torch.Tensor, position: torch.Tensor):
+        if self.inner is not None:
+            buffer, previous = buffer[:, : -self.raw], buffer[:, -self.raw :]
+            previous = torch.where((position == 0).unsqueeze(1), sample, previous)
+            logits, state, position = self.inner(torch.cat([sample, sample - previous], dim=1), buffer, position)
+            return logits, torch.cat([state, sample], dim=1), position
         if self.parts is not None:
             outputs = [part(sample, own, position) for part, own in zip(self.parts, buffer.split(self.sizes, dim=1))]
             return (mean_probabilities([logits for logits, _, _ in outputs]),
@@ -164,7 +202,7 @@ class TorchStream:
             self.streamer = Streamer(trained.to("cpu"))
         except ValueError as e:
             raise UserError(f"this model cannot stream: {e}") from None
-        self.features = trained.config.input_size
+        self.features = trained.features
         self.classes = (trained.data or {}).get("classes")
 
     def start(self, batch: int):

@@ -307,7 +307,7 @@ def bench_stream(trained, samples: int = 2000, prefixes: int = 20) -> dict:
 
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    x = np.random.default_rng(0).random((1, samples, trained.config.input_size), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, samples, trained.features), dtype=np.float32)
     result = {"cell": trained.config.cell, "samples": samples}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -363,7 +363,7 @@ def bench_lengths(dataset, cell: str = "gru", hidden: int = 32, batch_size: int 
     train = dataset.splits["train"]
     dilations = default_dilations(dataset.train_max_length)
     torch.manual_seed(0)
-    model = DilatedRNNClassifier(dataset.num_features, [hidden] * len(dilations), dilations, cell,
+    model = DilatedRNNClassifier(dataset.model_features, [hidden] * len(dilations), dilations, cell,
                                  dataset.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))

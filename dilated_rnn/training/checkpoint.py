@@ -111,10 +111,13 @@ def permutation_from_checkpoint(ckpt: dict, path="checkpoint") -> torch.Tensor |
 
 
 def transform_from_checkpoint(ckpt: dict, path="checkpoint") -> InputTransform:
-    """The model's input transform: the stored permutation and normalization."""
+    """The model's input transform: the stored permutation, normalization and differences."""
     norm = ckpt.get("normalization")
     valid = norm is None or norm == {"per_sequence": True} or (
         isinstance(norm, dict) and all(isinstance(norm.get(k), torch.Tensor) for k in ("mean", "std")))
     if not valid:
         raise UserError(f"{path}: stored normalization is neither per-sequence nor a pair of mean and std tensors")
-    return InputTransform.from_parts(permutation_from_checkpoint(ckpt, path), norm)
+    differences = ckpt.get("differences", False)
+    if not isinstance(differences, bool):
+        raise UserError(f"{path}: stored differences is {differences!r}; expected true or false")
+    return InputTransform.from_parts(permutation_from_checkpoint(ckpt, path), norm, differences)

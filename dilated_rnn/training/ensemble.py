@@ -41,7 +41,8 @@ def train_ensemble(run_dir, data, model_config, cfg, size: int, device: str = "a
     first = checkpoints[0]
     save_checkpoint(run_dir / "best.pt", {
         "model_config": first["model_config"], "train_config": first["train_config"], "members": size,
-        "permutation": first["permutation"], "normalization": first.get("normalization"), "data": first.get("data"),
+        "permutation": first["permutation"], "normalization": first.get("normalization"),
+        "differences": first.get("differences", False), "data": first.get("data"),
         "model": ensemble.state_dict(), "best": {"step": None, "val_accuracy": None},
     })
     test = evaluate(ensemble, data.splits["test"].subset(cfg.test_limit), transform, cfg.eval_batch_size)

@@ -82,7 +82,7 @@ def configs(dataset, dilations, given: dict | None = None, preset: str | None = 
             raise ParameterError("readout", f"cannot be {readout}: {dataset.spec} has a label at every step, which "
                                             "the every-step readout reads")
         readout = "every"
-    model = ModelConfig(input_size=dataset.num_features, dilations=tuple(dilations), num_classes=dataset.num_classes,
+    model = ModelConfig(input_size=dataset.model_features, dilations=tuple(dilations), num_classes=dataset.num_classes,
                         hidden_sizes=hidden * len(dilations) if len(hidden) == 1 else hidden,
                         readout=readout or "last", **{k: settings[k] for k in MODEL_SETTINGS})
     return model, train

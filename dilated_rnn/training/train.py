@@ -149,6 +149,7 @@ class Run:
             "train_config": asdict(self.cfg),
             "permutation": self.transform.permutation,
             "normalization": self.transform.normalization,
+            "differences": self.transform.differences,
             "data": self.data,
             "model": (self.validated if best else self.model).state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -181,8 +182,9 @@ def start_run(run_dir: Path, dataset: Dataset, model_config: ModelConfig, cfg: T
 def _check_fit(dataset: Dataset, config: ModelConfig, cfg: TrainConfig) -> None:
     """Before anything is written or allocated: the model's input and output sizes are the data's, the readout
     fits the shortest sequence, a batch fits the training split, and a step fits the machine's memory."""
-    if (config.input_size, config.num_classes) != (dataset.num_features, dataset.num_classes):
-        raise UserError(f"{dataset.spec}: {dataset.num_features} channels and {dataset.num_classes} classes, "
+    if (config.input_size, config.num_classes) != (dataset.model_features, dataset.num_classes):
+        what = " with their differences" if dataset.transform.differences else ""
+        raise UserError(f"{dataset.spec}: {dataset.model_features} channels{what} and {dataset.num_classes} classes, "
                         f"but the model takes {config.input_size} and predicts {config.num_classes}")
     if cfg.permute and dataset.fixed_length is None:
         raise ParameterError("permute", "needs sequences of one length; this data's lengths vary")
@@ -229,7 +231,8 @@ def describe(dataset: Dataset, model: ModelConfig, cfg: TrainConfig) -> list[str
     return [
         f"data      {dataset.spec}: {sizes['train']} train, {sizes['val']} validation ({dataset.val_source}), "
         f"{sizes['test']} test sequences",
-        f"          {dataset.num_features} channel(s), {steps} steps, {dataset.num_classes} classes ({classes})",
+        f"          {dataset.num_features} channel(s){' and their first differences' if dataset.transform.differences else ''}"
+        f", {steps} steps, {dataset.num_classes} classes ({classes})",
         f"model     {model.cell}, {len(model.hidden_sizes)} layers x {units} units, dilations "
         f"{','.join(map(str, model.dilations))}, readout {model.readout}",
         f"recipe    {cfg.recipe}: {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size}, {cfg.steps} "

@@ -33,9 +33,9 @@ def test_variable_length_multivariate_end_to_end(vowels_run, tmp_path, capsys):
     summary = json.loads((run / "test.json").read_text())
     assert summary["test"]["num_examples"] == 370 and summary["test"]["accuracy"] > 0.3  # 9 classes: chance 0.11
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["input_size"] == 12 and config["model"]["num_classes"] == 9
+    assert config["model"]["input_size"] == 24 and config["model"]["num_classes"] == 9  # 12 channels, differences
     assert config["data"]["classes"] == [str(k) for k in range(1, 10)] and config["data"]["fixed_length"] is None
-    assert len(config["normalization"]["mean"]) == 12
+    assert len(config["normalization"]["mean"]) == 24 and config["data"]["num_features"] == 12
 
     out = _run(["evaluate", str(run / "best.pt")], capsys)  # the data comes from the checkpoint
     report = json.loads((run / "eval-test.json").read_text())
@@ -120,7 +120,7 @@ def test_resume_reloads_the_runs_data_and_continues_exactly(tmp_path, capsys):
     cfg = TrainConfig(data="ucr:GunPoint", steps=12, batch_size=8, eval_every=6, log_every=6, optimizer="adam",
                       val_fraction=0.3, seed=5)
     data = load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    model = ModelConfig(input_size=1, hidden_sizes=(6, 6), dilations=(1, 4), cell="rnn", num_classes=2)
+    model = ModelConfig(input_size=2, hidden_sizes=(6, 6), dilations=(1, 4), cell="rnn", num_classes=2)  # differences
     train(tmp_path / "whole", data, model, cfg, device="cpu", progress=False)
     train(tmp_path / "split", data, model, cfg, device="cpu", progress=False, stop_after=5)
     assert main(["train", "--resume", str(tmp_path / "split"), "--no-progress"]) == 0  # loads ucr:GunPoint itself
@@ -145,7 +145,7 @@ def test_a_user_model_ships_as_a_pretrained_model(vowels_run, tmp_path):
                     tmp_path, "vowels")
     trained = load_pretrained("vowels", tmp_path)
     model, transform, card = trained.model, trained.transform, trained.card
-    assert card["data"]["classes"] == [str(k) for k in range(1, 10)] and transform.mean.shape == (12,)
+    assert card["data"]["classes"] == [str(k) for k in range(1, 10)] and transform.mean.shape == (24,)
     test = load_dataset("ucr:JapaneseVowels").splits["test"]
     summary = json.loads((vowels_run / "test.json").read_text())
     assert evaluate(model, test, transform)["accuracy"] == summary["test"]["accuracy"]

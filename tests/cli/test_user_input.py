@@ -82,7 +82,7 @@ def test_a_text_file_named_npz_and_an_nct_array_read_with_its_layout(tmp_path, c
     nct = _npz(tmp_path / "nct.npz", x_train=rng.normal(size=(12, 3, 40)), x_test=rng.normal(size=(6, 3, 40)))
     assert main(["train", "--data", nct, "--layout", "nct", "--run-dir", str(tmp_path / "run"), *FAST]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["model"]["input_size"] == 3 and config["data"]["max_length"] == 40
+    assert config["model"]["input_size"] == 6 and config["data"]["max_length"] == 40  # 3 channels, differences
     assert config["data"]["layout"] == "nct" and config["train"]["layout"] == "nct"
     assert main(["evaluate", str(tmp_path / "run" / "best.pt")]) == 0  # read again the same way
 
@@ -107,7 +107,7 @@ def test_training_says_what_it_trains_and_logs_the_loss_without_a_bar(tmp_path, 
     capsys.readouterr()
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "run"), *FAST]) == 0  # not a terminal: no bar
     out, err = capsys.readouterr()
-    assert "data      " in out and "12 train, 0 validation (none drawn" in out and "2 channel(s), 10 steps, 2 classes" in out
+    assert "data      " in out and "12 train, 0 validation (none drawn" in out and "2 channel(s) and their first differences, 10 steps, 2 classes" in out
     assert "recipe    data: adam lr 0.001 (cosine)" in out and "step 1/4: train loss" in out and "step 2: train loss" in out
     assert "\r" not in err and "it/s" not in err and "step/s" not in err
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "quiet"), *FAST, "--no-progress"]) == 0

@@ -61,10 +61,12 @@ def test_normalization_is_fitted_on_the_real_training_steps_only(tmp_path):
     arrays = dict(x_train=x.astype(np.float32), lengths_train=np.array([3, 5, 4, 2]), y_train=np.array([0, 0, 1, 1]),
                   x_test=np.ones((2, 1), np.float32), lengths_test=np.array([2]), y_test=np.array([1]),
                   x_val=np.ones((2, 1), np.float32), lengths_val=np.array([2]), y_val=np.array([0]))
-    ds = load_dataset(_npz(tmp_path / "n.npz", **arrays))
+    ds = load_dataset(_npz(tmp_path / "n.npz", **arrays), differences="off")
     real = x[:, 0]
     assert ds.transform.mean.item() == pytest.approx(real.mean())  # 14 real steps; padding would pull it to 0
     assert ds.transform.std.item() == pytest.approx(real.std())
+    # each sequence is constant: its differences are 0 (the steps after its length, into the padding, never count)
+    assert load_dataset(_npz(tmp_path / "n.npz", **arrays)).transform.mean.tolist() == pytest.approx([real.mean(), 0])
 
 
 def test_bundled_archive_sets():

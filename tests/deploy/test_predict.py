@@ -11,6 +11,7 @@ import torch
 import dilated_rnn
 from dilated_rnn.cli import main
 from dilated_rnn.data.datasets import load_dataset
+from dilated_rnn.data.transform import with_differences
 from dilated_rnn.deploy.predict import softmax
 from dilated_rnn.training.evaluate import predict_logits
 
@@ -93,7 +94,7 @@ def test_load_takes_raw_sequences_as_they_came(vowels):
     accuracy = np.mean(names == classes[test.labels.numpy()])
     summary = json.loads((root / "run" / "test.json").read_text())
     assert accuracy == pytest.approx(summary["test"]["accuracy"])  # the normalization travels with the model
-    raw = trained.model(torch.from_numpy(np.stack([s[:7] for s in sequences])))  # without its normalization ...
+    raw = trained.model(with_differences(torch.from_numpy(np.stack([s[:7] for s in sequences]))))  # not normalized
     fixed = trained.predict_proba(np.stack([s[:7] for s in sequences]))  # ... an [N, T, F] array, normalized
     assert not np.allclose(softmax(raw.detach().numpy()), fixed, atol=1e-3)
 

@@ -145,3 +145,37 @@ def test_step_graph_of_a_pooled_readout(tmp_path, readout):
     got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
     for seq, logits in zip(sequences, got):
         np.testing.assert_allclose(logits, _prefix_logits(model, InputTransform(), seq), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_model_reading_differences_streams_raw_samples(tmp_path, cell):
+    """The transform appends first differences: the stream keeps the last raw sample in its state (none at a
+    row's first step), so raw samples in any chunks, batches, on the compiled kernels, in an ensemble and in the
+    step graph give the prefix's logits."""
+    from dilated_rnn.model.ensemble import EnsembleClassifier
+
+    torch.manual_seed(0)
+    transform = InputTransform(None, torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.tensor([2.0, 3.0, 1.5, 0.7]),
+                               differences=True)
+    single, other = (DilatedRNNClassifier(4, [6, 5], [1, 3], cell, num_classes=3, readout="layers").eval()
+                     for _ in range(2))
+    ensemble = EnsembleClassifier([single, other])
+    sequences = [np.random.default_rng(i).normal(1, 2, size=(n, 2)).astype(np.float32) for i, n in enumerate((8, 13))]
+    for model in (single, ensemble):
+        trained = TrainedModel(model, transform)
+        assert trained.features == 2
+        expected = [_prefix_logits(trained.module(), InputTransform(), seq) for seq in sequences]
+        for backend in ("native", "numba"):
+            with engine.use(backend):
+                stream = TorchStream(trained)
+                assert model is ensemble or stream.streamer.inner.compiled is not None
+                for batch, chunk in ((1, 1), (2, 5), (2, 64)):
+                    got, _ = stream_sequences(stream, sequences, batch_size=batch, chunk=chunk)
+                    for logits, want in zip(got, expected):
+                        np.testing.assert_allclose(logits, want, rtol=0, atol=1e-5)
+        assert export_step_onnx(trained, tmp_path / "step.onnx", sequences)["parity"]["passed"]
+        got, _ = stream_sequences(OnnxStream(tmp_path / "step.onnx"), sequences, batch_size=2)
+        for logits, want in zip(got, expected):
+            np.testing.assert_allclose(logits, want, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[B, n, 2\]"):
+        TorchStream(TrainedModel(single, transform))(np.zeros((1, 3, 4), np.float32), None)

@@ -5,9 +5,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dilated_rnn.cli import main
 from dilated_rnn.data.datasets import default_dilations, load_dataset
+from dilated_rnn.errors import ParameterError
+from dilated_rnn.trained import load_model
 from dilated_rnn.training.recipe import (
     AUGMENT,
     CELL_STEP_BUDGET,
@@ -45,20 +48,32 @@ def test_no_flag_on_sixteen_sequences_trains_a_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "recipe    data: adam lr 0.001 (cosine), batch 2," in out and "readout layers" in out
     assert "16 train, 0 validation (none drawn: best.pt is the last step)" in out  # every sequence trains
-    assert f"augment {AUGMENT}," in out
+    assert f"augment {AUGMENT}," in out and "1 channel(s) and their first differences" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["recipe"] == "data" and config["train"]["batch_size"] == 2
     assert config["train"]["augment"] == AUGMENT
+    assert config["differences"] and config["model"]["input_size"] == 2  # the values and their differences
     assert config["train"]["steps"] == EPOCHS * 16 // 2 and config["model"]["hidden_sizes"] == [64, 64, 64]
     assert json.loads((tmp_path / "run" / "test.json").read_text())["test"]["accuracy"] >= 0.75  # separable
+    # the checkpoint's model takes raw sequences: what it predicts is its classifier on [x, x[t] - x[t-1]],
+    # normalized by the stored statistics of those two channels
+    trained = load_model(str(tmp_path / "run" / "best.pt"))
+    x = np.load(data)["x_test"].astype(np.float32)
+    built = np.concatenate([x, np.diff(x, axis=1, prepend=x[:, :1])], axis=2)
+    norm = config["normalization"]
+    built = (built - np.array(norm["mean"], np.float32)) / np.array(norm["std"], np.float32)
+    with torch.no_grad():
+        want = torch.softmax(trained.model(torch.from_numpy(built)), 1).numpy()
+    np.testing.assert_allclose(trained.predict_proba(x), want, rtol=0, atol=1e-5)
 
 
 def test_explicit_flags_and_presets_win_and_mnist_keeps_the_reference(tmp_path, capsys, mnist_dir):
     data = _npz(tmp_path / "d.npz", 40)
     assert main(["train", "--data", data, "--run-dir", str(tmp_path / "run"), "--steps", "3", "--batch-size", "4",
                  "--cell", "lstm", "--hidden-sizes", "5", "--readout", "last", "--lr", "0.01",
-                 "--augment", "none"]) == 0
+                 "--augment", "none", "--differences", "off"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert not config["differences"] and config["model"]["input_size"] == 1
     assert (config["train"]["steps"], config["train"]["batch_size"], config["train"]["lr"]) == (3, 4, 0.01)
     assert config["train"]["eval_every"] == 1  # validated over the steps asked for, not the recipe's
     assert config["train"]["augment"] == ""  # --augment none
@@ -73,6 +88,9 @@ def test_explicit_flags_and_presets_win_and_mnist_keeps_the_reference(tmp_path, 
     _, model, cfg = _configs(build_parser().parse_args(["train", "--data-dir", str(mnist_dir)]))
     assert (cfg.recipe, cfg.optimizer, cfg.batch_size, cfg.augment, model.cell, model.readout) == (
         "reference", "rmsprop", 128, "", "lstm", "last")
+    assert model.input_size == 1  # MNIST reads the pixels alone
+    with pytest.raises(ParameterError, match="differences"):
+        load_dataset("mnist", str(mnist_dir), differences="on")
 
 
 def test_the_budget_bounds_a_long_set_and_normalization_follows_the_scales(tmp_path):
