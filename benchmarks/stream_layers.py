@@ -1,6 +1,8 @@
 """One streamed sample's latency, batch 1, one thread: the compiled stream (``deploy.stream.Streamer``) against the
 model's per-sample PyTorch step (``stream_classifier`` with the engine off), side by side in one process, for a
-6 x 64 GRU on one channel whose head reads every layer (the recipe's readout) or the top layer's last step.
+6 x 64 GRU on one channel whose head reads every layer (the recipe's readout) or the top layer's last step; and
+the recipe's model as it now is, reading the channel's values and first differences (the last raw sample kept in
+the stream's state), against the same head on the values alone.
 
     python benchmarks/stream_layers.py
 
@@ -13,6 +15,7 @@ import time
 import torch
 
 from dilated_rnn import engine
+from dilated_rnn.data.transform import InputTransform
 from dilated_rnn.deploy.stream import Streamer
 from dilated_rnn.model import DilatedRNNClassifier
 from dilated_rnn.model.streaming import stream_classifier
@@ -43,6 +46,13 @@ def main() -> None:
         rounds = [(_median_us(compiled, x), _median_us(pytorch_step, x)) for _ in range(3)]
         print(f"readout {readout}: compiled {min(r[0] for r in rounds):.1f} us, "
               f"PyTorch step {min(r[1] for r in rounds):.1f} us")
+    values = DilatedRNNClassifier(1, [64] * 6, [1, 2, 4, 8, 16, 32], "gru", num_classes=5, readout="layers").eval()
+    both = DilatedRNNClassifier(2, [64] * 6, [1, 2, 4, 8, 16, 32], "gru", num_classes=5, readout="layers").eval()
+    plain = Streamer(TrainedModel(values, InputTransform(None, torch.zeros(1), torch.ones(1))))
+    differenced = Streamer(TrainedModel(both, InputTransform(None, torch.zeros(2), torch.ones(2), differences=True)))
+    rounds = [(_median_us(plain, x), _median_us(differenced, x)) for _ in range(3)]
+    print(f"readout layers, compiled, normalized: values {min(r[0] for r in rounds):.1f} us, "
+          f"values and first differences {min(r[1] for r in rounds):.1f} us")
 
 
 if __name__ == "__main__":

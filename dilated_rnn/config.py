@@ -191,8 +191,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A stored config; one stored before ``differences`` existed read values alone."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{"differences": "off", **{k: v for k, v in d.items() if k in known}})
 
 
 # Settings that lived in the training config before format version 2 of checkpoints and cards.

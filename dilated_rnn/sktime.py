@@ -28,6 +28,8 @@ class DilatedRNNClassifier(BaseClassifier):
     lr : float, default None (the recipe's: 1e-3, Adam, cosine decay)
     augment : str, default None (the recipe's: jitter,scale,magnitude-warp), augmentations of each training batch,
         comma-separated (``dilated_rnn.config.AUGMENTATIONS``); "" for none
+    differences : "on" or "off", default None (the recipe's: on), whether the model reads each channel's first
+        differences beside its values
     val_fraction : float, default 0.0 (the last step), of each class held out to choose the step
     random_state : int or None, default None: the seed of initialisation, batch order and validation split
     threads : int, default 1, PyTorch threads while fitting and predicting
@@ -58,7 +60,7 @@ class DilatedRNNClassifier(BaseClassifier):
     }
 
     def __init__(self, cell=None, hidden_size=None, dilations=None, readout=None, steps=None, batch_size=None,
-                 lr=None, augment=None, val_fraction=0.0, random_state=None, threads=1):
+                 lr=None, augment=None, differences=None, val_fraction=0.0, random_state=None, threads=1):
         self.cell = cell
         self.hidden_size = hidden_size
         self.dilations = dilations
@@ -67,6 +69,7 @@ class DilatedRNNClassifier(BaseClassifier):
         self.batch_size = batch_size
         self.lr = lr
         self.augment = augment
+        self.differences = differences
         self.val_fraction = val_fraction
         self.random_state = random_state
         self.threads = threads
@@ -83,10 +86,12 @@ class DilatedRNNClassifier(BaseClassifier):
         torch.set_num_threads(self.threads)
         seed = 0 if self.random_state is None else int(self.random_state)
         codes = np.searchsorted(self.classes_, y)  # columns in classes_ order
-        dataset = from_sequences(_sequences(X), codes, self.val_fraction, seed, spec="sktime")
+        differences = self.differences or "auto"
+        dataset = from_sequences(_sequences(X), codes, self.val_fraction, seed, spec="sktime", differences=differences)
         dilations = tuple(self.dilations or default_dilations(dataset.train_max_length))
         given = {"seed": seed, "data": "sktime", "cell": self.cell, "readout": self.readout, "steps": self.steps,
                  "batch_size": self.batch_size, "lr": self.lr, "augment": self.augment,
+                 "differences": differences,
                  "val_fraction": self.val_fraction or 0.0,
                  "hidden_sizes": (self.hidden_size,) if self.hidden_size else None}
         model, cfg = configs(dataset, dilations, given)
@@ -109,7 +114,7 @@ class DilatedRNNClassifier(BaseClassifier):
         """Small, fast settings for sktime's estimator checks."""
         return [{"hidden_size": 4, "steps": 4, "batch_size": 2, "random_state": 0},
                 {"cell": "lstm", "hidden_size": 3, "steps": 3, "batch_size": 2, "readout": "last", "augment": "",
-                 "random_state": 1}]
+                 "differences": "off", "random_state": 1}]
 
 
 def _sequences(X) -> list[np.ndarray]:

@@ -281,6 +281,7 @@ def load_pretrained(name: str, directory: Path = WEIGHTS_DIR) -> TrainedModel:
         model.load_state_dict(load(verify_in_manifest(weights)), strict=True)
     except (SafetensorError, RuntimeError) as e:  # verified bytes that still do not fit: a wrong card
         raise UserError(f"{weights}: weights do not match its card ({str(e).splitlines()[0][:200]})") from None
-    transform = InputTransform.from_parts(card["permutation"], card.get("normalization"), card.get("differences", False))
+    transform = InputTransform.from_parts(card["permutation"], card.get("normalization"),
+                                          card.get("differences", False))
     return TrainedModel(model.eval(), transform,
                         card.get("data") or legacy_info(), card)

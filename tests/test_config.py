@@ -53,6 +53,9 @@ def test_old_layout_moves_the_architecture_settings_to_the_model():
     assert ModelConfig(**model).init == "orthogonal" and TrainConfig.from_dict(train).ema == 0.9
     assert migrate_configs(model, train) == (model, train)  # today's layout is left as it is
     assert migrate_configs(old_model, None) == (old_model, None)
+    # stored before the differences existed: the model read values alone, whatever "auto" means today
+    assert TrainConfig.from_dict(train).differences == "off"
+    assert TrainConfig.from_dict({**train, "differences": "auto"}).differences == "auto"
 
 
 def test_the_cli_parses_without_importing_torch():

@@ -34,5 +34,9 @@ def test_the_same_seed_gives_the_same_model_and_no_validation_keeps_the_last_ste
     np.testing.assert_array_equal(a, b)  # the recipe's augmentation too is a function of the seed
     plain = DilatedRNNClassifier(hidden_size=4, steps=10, augment="", random_state=3).fit(X, y).predict_proba(X)
     assert not np.allclose(a, plain)  # augment="" trains on the batches as they are
+    values = DilatedRNNClassifier(hidden_size=4, steps=10, differences="off", random_state=3).fit(X, y)
+    assert values.trained_.config.input_size == 1 and not values.trained_.transform.differences
+    fitted = DilatedRNNClassifier(hidden_size=4, steps=10, random_state=3).fit(X, y)
+    assert fitted.trained_.config.input_size == 2 and fitted.trained_.features == 1  # the recipe's: differences
     every = DilatedRNNClassifier(hidden_size=4, steps=10, val_fraction=0, random_state=3).fit(X, y)
     assert every.predict_proba(X).shape == (len(y), 2)

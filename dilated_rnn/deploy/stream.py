@@ -59,6 +59,7 @@ class Streamer:
         self.clf = clf.eval()
         self.transform = trained.transform
         self.raw = self.inner = None  # differences: the raw channels, kept after the inner streamer's state
+        self.compiled = self.scale = None  # the whole call on the compiled backend, where it runs
         if trained.transform.differences:
             self.inner, self.raw = Streamer(_without_differences(trained)), trained.features
             return
@@ -71,11 +72,12 @@ class Streamer:
         self.layout = classifier_layout(clf)
         self.weights = engine.pack_weights(clf.rnn) if engine.fused() else None
         head = clf.head.weight
-        self.compiled = None  # the whole call on the compiled backend, where it runs
         if (self.weights is not None and clf.readout_steps == 1 and clf.config.readout in ("last", "every", "layers")
                 and head.dtype == torch.float32
                 and head.device.type == "cpu"):
             self.compiled = engine.ClassifierStream(clf)
+            t = trained.transform  # applied in NumPy there: each PyTorch op costs a few microseconds
+            self.scale = None if t.mean is None else (t.mean.float().numpy(), t.std.float().numpy())
 
     def initial_state(self, batch: int) -> StreamState:
         if self.inner is not None:
@@ -93,13 +95,7 @@ class Streamer:
         if self.parts is not None:
             return self._ensemble_step(x, state)
         if self.compiled is not None and x.dtype == torch.float32 and x.is_cpu:
-            buffer, position = check_state(state, self.layout, x)
-            x = self.transform(x.detach()).contiguous()
-            if buffer.dtype != torch.float32 or not buffer.is_contiguous():  # each call here costs a sample's share
-                buffer = buffer.to(torch.float32).contiguous()
-            if position.dtype != torch.int64 or not position.is_contiguous():
-                position = position.to(torch.int64).contiguous()
-            logits, buffer, position = self.compiled(x, buffer, position)
+            logits, buffer, position = self._compiled_call(x.detach().numpy(), check_state(state, self.layout, x))
             return logits, StreamState(buffer, position)
         with torch.inference_mode():
             x = self.transform(x).to(self.clf.head.weight.dtype)
@@ -113,17 +109,51 @@ class Streamer:
         logits = mean_probabilities([logits for logits, _ in outputs])
         return logits, StreamState(torch.cat([s.buffer for _, s in outputs], dim=1), outputs[0][1].position)
 
+    def _compiled_call(self, x: np.ndarray, state: StreamState):
+        """Raw samples [B, n, F] float32 and a checked state through the compiled call: (logits, buffer, position)."""
+        buffer, position = state
+        if buffer.dtype != torch.float32 or not buffer.is_contiguous():  # each call here costs a sample's share
+            buffer = buffer.to(torch.float32).contiguous()
+        if position.dtype != torch.int64 or not position.is_contiguous():
+            position = position.to(torch.int64).contiguous()
+        x = np.ascontiguousarray(x) if self.scale is None else (x - self.scale[0]) / self.scale[1]
+        return self.compiled(torch.from_numpy(x), buffer, position)
 
     def _differencing_step(self, x: torch.Tensor, state: StreamState | None):
         """The samples and their differences from the previous raw sample (kept at the end of the buffer; at a
         row's position 0 there is none, and the difference is 0) through the inner streamer."""
         if x.dim() != 3 or x.shape[2] != self.raw:
             raise ValueError(f"expected a chunk [B, n, {self.raw}] of raw samples, got shape {list(x.shape)}")
-        state = state if state is not None else self.initial_state(x.shape[0])
-        buffer, previous = state.buffer[:, : -self.raw], state.buffer[:, -self.raw :]
+        state, F = state if state is not None else self.initial_state(x.shape[0]), self.raw
+        if _plain_cpu(x, state.buffer):  # in NumPy: a PyTorch op costs a few microseconds, a sample's share
+            values, kept = x.numpy(), state.buffer.numpy()
+            both = np.empty(values.shape[:2] + (2 * F,), np.float32)
+            both[..., :F] = values
+            if values.shape[1] > 1:
+                np.subtract(values[:, 1:], values[:, :-1], out=both[:, 1:, F:])
+            np.subtract(values[:, 0], kept[:, -F:], out=both[:, 0, F:])
+            started = state.position.numpy() > 0
+            if not started.all():
+                both[~started, 0, F:] = 0
+            inner, buffer = self.inner, torch.from_numpy(np.ascontiguousarray(kept[:, :-F]))
+            if inner.compiled is not None:  # its compiled call directly: a layer of Python less per sample
+                inner_state = check_state(StreamState(buffer, state.position), inner.layout, both)
+                logits, buffer, position = inner._compiled_call(both, inner_state)
+            else:
+                logits, (buffer, position) = inner(torch.from_numpy(both), StreamState(buffer, state.position))
+            after = np.empty_like(kept)
+            after[:, :-F], after[:, -F:] = buffer.numpy(), values[:, -1]
+            return logits, StreamState(torch.from_numpy(after), position)
+        buffer, previous = state.buffer[:, :-F], state.buffer[:, -F:]
         previous = torch.where((state.position == 0).unsqueeze(1), x[:, 0].to(previous.dtype), previous)
         logits, inner = self.inner(with_differences(x, previous), StreamState(buffer, state.position))
         return logits, StreamState(torch.cat([inner.buffer, x[:, -1].to(inner.buffer.dtype)], 1), inner.position)
+
+
+def _plain_cpu(x: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """Float32 CPU tensors outside autograd: what NumPy can read in place."""
+    return (x.dtype == buffer.dtype == torch.float32 and x.is_cpu and buffer.is_cpu
+            and not (x.requires_grad or buffer.requires_grad))
 
 
 def _without_differences(trained: TrainedModel) -> TrainedModel:

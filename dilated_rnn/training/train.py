@@ -225,14 +225,15 @@ def describe(dataset: Dataset, model: ModelConfig, cfg: TrainConfig) -> list[str
     lengths = sorted({n for split in dataset.splits.values() for n in split.length_set()})
     steps = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
     classes = ", ".join(dataset.classes[:8]) + (", ..." if len(dataset.classes) > 8 else "")
+    differences = " and their first differences" if dataset.transform.differences else ""
     epochs = cfg.steps * cfg.batch_size / max(1, sizes["train"])
     units = (f"{model.hidden_sizes[0]}" if len(set(model.hidden_sizes)) == 1
              else ",".join(map(str, model.hidden_sizes)))
     return [
         f"data      {dataset.spec}: {sizes['train']} train, {sizes['val']} validation ({dataset.val_source}), "
         f"{sizes['test']} test sequences",
-        f"          {dataset.num_features} channel(s){' and their first differences' if dataset.transform.differences else ''}"
-        f", {steps} steps, {dataset.num_classes} classes ({classes})",
+        f"          {dataset.num_features} channel(s){differences}, {steps} steps, {dataset.num_classes} classes "
+        f"({classes})",
         f"model     {model.cell}, {len(model.hidden_sizes)} layers x {units} units, dilations "
         f"{','.join(map(str, model.dilations))}, readout {model.readout}",
         f"recipe    {cfg.recipe}: {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size}, {cfg.steps} "
