@@ -2,8 +2,9 @@
 
 Raw inputs are what a deployed model takes: MNIST pixels in [0, 1] in natural
 order, or a user's values as recorded. ``InputTransform`` reorders the steps
-(permuted MNIST), appends each channel's first differences as channels of their own
-(``differences``: x[t] - x[t-1], 0 at the first step) and standardises the values: ``channel`` with per-channel
+(permuted MNIST), appends each channel's first differences as channels of their
+own (``differences``: x[t] - x[t-1], 0 at the first step; a user's data) and
+standardises the values: ``channel`` with per-channel
 statistics fitted on the training split, or ``sequence``, each sequence by its
 own per-channel mean and standard deviation over its real steps (the UCR
 archive's convention, for data whose scale varies from sequence to sequence).
@@ -35,10 +36,6 @@ class InputTransform:
             x = x.index_select(1, self.permutation.to(x.device))
         if self.differences:
             x = with_differences(x)
-        return self.standardise(x, lengths)
-
-    def standardise(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The normalization alone, of inputs that already have the model's channels."""
         if self.per_sequence:
             x = _standardise_each(x, lengths)
         elif self.mean is not None:

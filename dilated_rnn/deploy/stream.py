@@ -50,7 +50,8 @@ class Streamer:
     afterwards is not seen: make a new one). This is what ``drnn stream`` and deployment run. On the
     engine's compiled backends, with a readout of one step (d0 = 1: the top's or every layer's), a call is one
     compiled call from the normalized samples to the logits and the new state (``engine.ClassifierStream``),
-    which is what keeps one sample's latency small; otherwise it is the model's ``stream``.
+    which is what keeps one sample's latency small; otherwise it is the model's ``stream``. A model that reads
+    first differences keeps the last raw sample after the rest of the state (``inner`` streams the rest).
     """
 
     def __init__(self, trained: TrainedModel):
