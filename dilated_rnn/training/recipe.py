@@ -11,6 +11,8 @@ Every number below is a rule of the data's size, not a value tuned to a set:
   reading every layer's last step (``readout="layers"``), Adam at 1e-3 with a cosine decay and gradients
   clipped at norm 1;
 * each training batch augmented by jitter, scaling and magnitude warping (``AUGMENT``, ``data/augment.py``);
+* the model reads each channel's values and their first differences: decided when the data is loaded
+  (``--differences auto``, ``data/datasets.load_dataset``), since the input transform is fitted there;
 * every training sequence trains and the model is the last step's (``TrainConfig.val_fraction`` 0: the
   schedule ends at a learning rate of zero); where the data gives a validation split, or ``--val-fraction``
   asks for one, 30 validations over the run choose ``best.pt``, ties at the best accuracy going to the lowest
