@@ -103,12 +103,15 @@ class Streamer:
             return stream_classifier(self.clf, x, state, self.weights)
 
     def _ensemble_step(self, x: torch.Tensor, state: StreamState | None):
-        """Each member on its part of the buffer; the members' probabilities averaged (``mean_probabilities``)."""
+        """Each member on its part of the buffer (``_members_step``)."""
         state = state if state is not None else self.initial_state(x.shape[0])
-        outputs = [part(x, StreamState(buffer, state.position))
-                   for part, buffer in zip(self.parts, state.buffer.split(self.sizes, dim=1))]
-        logits = mean_probabilities([logits for logits, _ in outputs])
-        return logits, StreamState(torch.cat([s.buffer for _, s in outputs], dim=1), outputs[0][1].position)
+
+        def step(part, own):
+            logits, after = part(x, StreamState(own, state.position))
+            return logits, after.buffer
+
+        logits, buffer = _members_step(self.parts, self.sizes, state.buffer, step)
+        return logits, StreamState(buffer, state.position + x.shape[1])
 
     def _compiled_call(self, x: np.ndarray, state: StreamState):
         """Raw samples [B, n, F] float32 and a checked state through the compiled call: (logits, buffer, position)."""
@@ -149,6 +152,14 @@ class Streamer:
         previous = torch.where((state.position == 0).unsqueeze(1), x[:, 0].to(previous.dtype), previous)
         logits, inner = self.inner(with_differences(x, previous), StreamState(buffer, state.position))
         return logits, StreamState(torch.cat([inner.buffer, x[:, -1].to(inner.buffer.dtype)], 1), inner.position)
+
+
+def _members_step(parts, sizes, buffer: torch.Tensor, step):
+    """An ensemble's step, in the stream and in the step graph: each member's ``step(part, its columns of buffer)``
+    -> (logits, its new columns); the members' probabilities averaged (``mean_probabilities``), their columns
+    joined again."""
+    outputs = [step(part, own) for part, own in zip(parts, buffer.split(sizes, dim=1))]
+    return mean_probabilities([logits for logits, _ in outputs]), torch.cat([own for _, own in outputs], dim=1)
 
 
 def _plain_cpu(x: torch.Tensor, buffer: torch.Tensor) -> bool:
@@ -203,9 +214,8 @@ class StepGraph(nn.Module):
             logits, state, position = self.inner(torch.cat([sample, sample - previous], dim=1), buffer, position)
             return logits, torch.cat([state, sample], dim=1), position
         if self.parts is not None:
-            outputs = [part(sample, own, position) for part, own in zip(self.parts, buffer.split(self.sizes, dim=1))]
-            return (mean_probabilities([logits for logits, _, _ in outputs]),
-                    torch.cat([state for _, state, _ in outputs], dim=1), position + 1)
+            logits, buffer = _members_step(self.parts, self.sizes, buffer, lambda part, own: part(sample, own, position)[:2])
+            return logits, buffer, position + 1
         if self.mean is not None:
             sample = (sample - self.mean) / self.std
         rnn, layout, d0 = self.clf.rnn, self.layout, self.clf.readout_steps
