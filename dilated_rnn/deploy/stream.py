@@ -214,7 +214,8 @@ class StepGraph(nn.Module):
             logits, state, position = self.inner(torch.cat([sample, sample - previous], dim=1), buffer, position)
             return logits, torch.cat([state, sample], dim=1), position
         if self.parts is not None:
-            logits, buffer = _members_step(self.parts, self.sizes, buffer, lambda part, own: part(sample, own, position)[:2])
+            step = lambda part, own: part(sample, own, position)[:2]  # noqa: E731
+            logits, buffer = _members_step(self.parts, self.sizes, buffer, step)
             return logits, buffer, position + 1
         if self.mean is not None:
             sample = (sample - self.mean) / self.std
