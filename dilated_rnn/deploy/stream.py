@@ -103,15 +103,12 @@ class Streamer:
             return stream_classifier(self.clf, x, state, self.weights)
 
     def _ensemble_step(self, x: torch.Tensor, state: StreamState | None):
-        """Each member on its part of the buffer (``_members_step``)."""
+        """Each member on its part of the buffer (``_average_members``)."""
         state = state if state is not None else self.initial_state(x.shape[0])
-
-        def step(part, own):
-            logits, after = part(x, StreamState(own, state.position))
-            return logits, after.buffer
-
-        logits, buffer = _members_step(self.parts, self.sizes, state.buffer, step)
-        return logits, StreamState(buffer, state.position + x.shape[1])
+        after = [part(x, StreamState(own, state.position))
+                 for part, own in zip(self.parts, state.buffer.split(self.sizes, dim=1))]
+        logits, buffer = _average_members([(logits, s.buffer) for logits, s in after])
+        return logits, StreamState(buffer, after[0][1].position)
 
     def _compiled_call(self, x: np.ndarray, state: StreamState):
         """Raw samples [B, n, F] float32 and a checked state through the compiled call: (logits, buffer, position)."""
@@ -154,11 +151,9 @@ class Streamer:
         return logits, StreamState(torch.cat([inner.buffer, x[:, -1].to(inner.buffer.dtype)], 1), inner.position)
 
 
-def _members_step(parts, sizes, buffer: torch.Tensor, step):
-    """An ensemble's step, in the stream and in the step graph: each member's ``step(part, its columns of buffer)``
-    -> (logits, its new columns); the members' probabilities averaged (``mean_probabilities``), their columns
-    joined again."""
-    outputs = [step(part, own) for part, own in zip(parts, buffer.split(sizes, dim=1))]
+def _average_members(outputs):
+    """An ensemble's step, in the stream and in the step graph, from each member's (logits, its new columns of the
+    state): the members' probabilities averaged (``mean_probabilities``) and their columns joined again."""
     return mean_probabilities([logits for logits, _ in outputs]), torch.cat([own for _, own in outputs], dim=1)
 
 
@@ -214,8 +209,8 @@ class StepGraph(nn.Module):
             logits, state, position = self.inner(torch.cat([sample, sample - previous], dim=1), buffer, position)
             return logits, torch.cat([state, sample], dim=1), position
         if self.parts is not None:
-            step = lambda part, own: part(sample, own, position)[:2]  # noqa: E731
-            logits, buffer = _members_step(self.parts, self.sizes, buffer, step)
+            after = [part(sample, own, position) for part, own in zip(self.parts, buffer.split(self.sizes, dim=1))]
+            logits, buffer = _average_members([(logits, own) for logits, own, _ in after])
             return logits, buffer, position + 1
         if self.mean is not None:
             sample = (sample - self.mean) / self.std
